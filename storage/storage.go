@@ -1,0 +1,191 @@
+// Package storage defines the Storage interface the bus keeps its Published
+// and Received tables behind, and the row and status types shared by every
+// storage. Backends live in sub-packages; storagetest is the conformance
+// suite each of them passes.
+//
+// Rows are claimed with a lease instead of CAP's 4-minute window and lock
+// table: every row has a NextAttemptAt column, the time it is next due (now
+// for a fresh row, the due time of a delayed one, the backoff time after a
+// failure, the lease end while an instance works on it). A claim picks due
+// rows and pushes NextAttemptAt to now + lease in one statement, so healthy
+// instances never receive the same row, and the rows of a crashed instance
+// come back when its lease ends. A row that needs no more attempts
+// (Succeeded, or Failed for good) has no NextAttemptAt. Due times are
+// compared with the database's clock.
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Status is the StatusName column. The strings are CAP's.
+type Status string
+
+// The statuses a row can have.
+const (
+	StatusScheduled Status = "Scheduled"
+	StatusSucceeded Status = "Succeeded"
+	StatusFailed    Status = "Failed"
+	StatusDelayed   Status = "Delayed"
+	StatusQueued    Status = "Queued"
+)
+
+// Table selects the Published or the Received table.
+type Table int
+
+// The two message tables.
+const (
+	Published Table = iota
+	Received
+)
+
+// String returns "published" or "received".
+func (t Table) String() string {
+	if t == Received {
+		return "received"
+	}
+	return "published"
+}
+
+// Errors a storage returns. Callers test them with errors.Is.
+var (
+	// ErrNotFound: no row with that id.
+	ErrNotFound = errors.New("storage: not found")
+	// ErrStale: a conditional outcome found the row already Succeeded
+	// (another instance completed it first); the transaction must roll back.
+	ErrStale = errors.New("storage: row already completed")
+	// ErrInvalidIdentifier: a schema, prefix or table name from the options
+	// is not a plain identifier.
+	ErrInvalidIdentifier = errors.New("storage: invalid identifier")
+)
+
+// Record is one row of the Published or Received table.
+type Record struct {
+	ID        int64
+	Version   string
+	Name      string
+	Group     string // Received only
+	MessageID string // Received only: cap-msg-id, unique with Group
+	Content   []byte // {"Headers":{...},"Value":...}
+	Retries   int
+	Added     time.Time  // UTC, set by the storage on insert
+	ExpiresAt *time.Time // UTC; nil for NULL
+	Status    Status
+	// NextAttemptAt is when the row is next due (UTC); nil when it needs no
+	// more attempts.
+	NextAttemptAt *time.Time
+
+	// DueIn is read on insert only: NextAttemptAt = database now + DueIn.
+	// A delayed row uses its delay; a row the inserting instance will send
+	// itself uses the lease, so no other instance claims it meanwhile.
+	DueIn time.Duration
+	// Terminal is read on insert only: the row is stored with no
+	// NextAttemptAt (a message that failed for good on arrival).
+	Terminal bool
+	// ExpiresIn is read on insert only: when positive, ExpiresAt = now +
+	// ExpiresIn. A Delayed row gets ExpiresAt = NextAttemptAt, as in CAP.
+	ExpiresIn time.Duration
+}
+
+// Outcome is the result of one attempt on a claimed row.
+type Outcome struct {
+	ID      int64
+	Status  Status
+	Retries int
+	// Content replaces the Content column when non-nil (for example with a
+	// cap-exception header after a failure).
+	Content []byte
+	// ExpiresIn sets ExpiresAt = base + ExpiresIn, base being the database's
+	// now, or Added when ExpiresFromAdded. Zero leaves ExpiresAt NULL.
+	ExpiresIn        time.Duration
+	ExpiresFromAdded bool
+	// Retry keeps the row due: NextAttemptAt = now + RetryIn. Otherwise
+	// NextAttemptAt becomes NULL and no instance claims the row again.
+	Retry   bool
+	RetryIn time.Duration
+}
+
+// ClaimRequest says which due rows to claim.
+type ClaimRequest struct {
+	Version string        // only rows of this Version
+	Limit   int           // at most this many rows
+	Lease   time.Duration // NextAttemptAt = now + Lease for the claimed rows
+}
+
+// ListQuery selects rows for a dashboard page.
+type ListQuery struct {
+	Status  Status // empty: any status
+	Name    string // substring of Name, case-insensitive; empty: any
+	Group   string // Received only; exact; empty: any
+	Content string // substring of Content, case-insensitive; empty: any
+	Offset  int
+	Limit   int // zero: 20
+}
+
+// Storage keeps the Published and Received tables. TTx is the transaction
+// type business code publishes in (*sql.Tx, pgx.Tx, a Mongo session...).
+// Implementations are safe for concurrent use.
+type Storage[TTx any] interface {
+	// Migrate creates the schema, tables and indexes if absent; it is
+	// idempotent and safe when several instances start at once.
+	Migrate(ctx context.Context) error
+
+	// Begin starts a transaction of the storage's kind on its database.
+	Begin(ctx context.Context) (TTx, error)
+	// Commit commits tx.
+	Commit(ctx context.Context, tx TTx) error
+	// Rollback rolls tx back; rolling back a finished tx is not an error.
+	Rollback(ctx context.Context, tx TTx) error
+
+	// InsertPublished stores rows in a transaction of its own, filling in
+	// Added, NextAttemptAt and ExpiresAt.
+	InsertPublished(ctx context.Context, recs []*Record) error
+	// InsertPublishedTx stores rows in the caller's transaction.
+	InsertPublishedTx(ctx context.Context, tx TTx, recs []*Record) error
+	// InsertReceived stores a Received row unless one with the same
+	// (MessageID, Group) exists; it reports whether it inserted.
+	InsertReceived(ctx context.Context, rec *Record) (inserted bool, err error)
+
+	// Claim returns up to req.Limit due rows of t, ordered by
+	// NextAttemptAt, and leases them to the caller.
+	Claim(ctx context.Context, t Table, req ClaimRequest) ([]*Record, error)
+	// Reschedule sets NextAttemptAt = now + in for the given rows, whatever
+	// their status: to extend a lease, release a row early or re-drive one.
+	Reschedule(ctx context.Context, t Table, ids []int64, in time.Duration) error
+	// SetOutcomes writes the outcomes of attempts in one transaction.
+	SetOutcomes(ctx context.Context, t Table, outs []Outcome) error
+	// SetOutcomesTx writes outcomes in the caller's transaction. An outcome
+	// whose row is already Succeeded fails with ErrStale, which keeps a
+	// transactional handler's effect to once per (MessageID, Group).
+	SetOutcomesTx(ctx context.Context, tx TTx, t Table, outs []Outcome) error
+
+	// DeleteExpired deletes up to limit Succeeded or Failed rows of t whose
+	// ExpiresAt has passed, and returns how many it deleted.
+	DeleteExpired(ctx context.Context, t Table, limit int) (int64, error)
+
+	// Get returns one row, or ErrNotFound.
+	Get(ctx context.Context, t Table, id int64) (*Record, error)
+	// List returns one page of rows, newest Added first, and the total
+	// number of rows matching q.
+	List(ctx context.Context, t Table, q ListQuery) ([]*Record, int64, error)
+	// Counts returns the number of rows per status.
+	Counts(ctx context.Context, t Table) (map[Status]int64, error)
+	// Delete removes rows by id.
+	Delete(ctx context.Context, t Table, ids []int64) error
+}
+
+// Notifier is implemented by storages that learn of committed Published rows
+// without polling (PostgreSQL's LISTEN/NOTIFY, the in-memory storage). The
+// channel receives a value soon after rows were committed; it is closed when
+// ctx ends.
+type Notifier interface {
+	Notifications(ctx context.Context) (<-chan struct{}, error)
+}
+
+// Namer is implemented by storages that report a name for the dashboard
+// ("PostgreSql", "MySql", "SQLite", "InMemory" ...).
+type Namer interface {
+	Name() string
+}
