@@ -34,8 +34,11 @@ type Transport interface {
 	SendBatch(ctx context.Context, msgs []*message.Message) []error
 	// Subscribe opens a consumer for group on the given topics, which may
 	// hold CAP's wildcards (* for one word, # for one or more words).
-	// Messages published while no consumer of the group is open are kept
-	// for it where the broker can (see the transport's documentation).
+	// Subscribe returns once the group is bound: every message sent after it
+	// returns reaches the group. Messages sent while no consumer of a group
+	// that subscribed before is open are kept for it where the broker can
+	// (see the transport's documentation). Several consumers of one group
+	// compete for its messages; every group gets every message.
 	Subscribe(ctx context.Context, group string, topics []string) (Consumer, error)
 	// Close releases the transport. It is idempotent and unblocks
 	// receivers, which then return ErrClosed.
