@@ -1,0 +1,287 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/go-cap/cap/message"
+	"github.com/go-cap/cap/storage"
+)
+
+// item is one Published row on its way to the broker. msg is set when the
+// publisher handed the row over in memory, so it need not be decoded.
+type item struct {
+	rec *storage.Record
+	msg *message.Message
+}
+
+// Dispatcher sends Published rows to the broker. Rows reach it two ways: the
+// publisher hands over rows it stored already leased to this instance (no
+// query needed), and a claimer leases due rows from the table when woken by
+// a publish, a storage notification, a timer for a delayed row, or the
+// poll.
+type Dispatcher[TTx any] struct {
+	cfg    *Config[TTx]
+	work   chan []item
+	wake   chan struct{}
+	writer *outcomeWriter[TTx]
+
+	mu      sync.Mutex
+	running bool
+	wg      sync.WaitGroup
+	claimWG sync.WaitGroup
+	stop    context.CancelFunc // stops the claimer
+}
+
+// NewDispatcher returns a dispatcher; Run starts it.
+func NewDispatcher[TTx any](cfg *Config[TTx]) *Dispatcher[TTx] {
+	return &Dispatcher[TTx]{
+		cfg:  cfg,
+		work: make(chan []item, cfg.Senders*2),
+		wake: make(chan struct{}, 1),
+	}
+}
+
+// Wake asks the claimer to look for due rows now.
+func (d *Dispatcher[TTx]) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// WakeAt asks the claimer to look for due rows after delay (for a delayed
+// message or a retry published by this instance).
+func (d *Dispatcher[TTx]) WakeAt(delay time.Duration) {
+	if delay <= 0 {
+		d.Wake()
+		return
+	}
+	time.AfterFunc(delay+5*time.Millisecond, d.Wake)
+}
+
+// Running reports whether the dispatcher takes hand-overs.
+func (d *Dispatcher[TTx]) Running() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.running
+}
+
+// Handover gives the dispatcher rows the caller stored leased to this
+// instance (DueIn = lease) and has committed. It never blocks: when the
+// dispatcher is stopped or behind, the rows are released so any instance
+// claims them at once, and Handover reports false.
+func (d *Dispatcher[TTx]) Handover(ctx context.Context, recs []*storage.Record, msgs []*message.Message) bool {
+	items := make([]item, len(recs))
+	for i := range recs {
+		items[i] = item{rec: recs[i]}
+		if msgs != nil {
+			items[i].msg = msgs[i]
+		}
+	}
+	d.mu.Lock()
+	ok := d.running
+	if ok {
+		select {
+		case d.work <- items:
+		default:
+			ok = false
+		}
+	}
+	d.mu.Unlock()
+	if !ok {
+		d.release(ctx, items)
+	}
+	return ok
+}
+
+// release makes leased rows due again, so that they are not stuck until the
+// lease ends.
+func (d *Dispatcher[TTx]) release(ctx context.Context, items []item) {
+	if len(items) == 0 {
+		return
+	}
+	ids := make([]int64, len(items))
+	for i, it := range items {
+		ids[i] = it.rec.ID
+	}
+	if err := d.cfg.Store.Reschedule(context.WithoutCancel(ctx), storage.Published, ids, 0); err != nil {
+		d.cfg.Logger.WarnContext(ctx, "cap: releasing published rows failed; they are sent after their lease",
+			"rows", len(ids), "error", err)
+	}
+	d.Wake()
+}
+
+// Run starts the claimer, the senders and the outcome writer. They stop
+// when ctx ends (abruptly) or after Stop (gracefully).
+func (d *Dispatcher[TTx]) Run(ctx context.Context, notify <-chan struct{}) {
+	claimCtx, stop := context.WithCancel(ctx)
+	d.mu.Lock()
+	d.running = true
+	d.stop = stop
+	d.mu.Unlock()
+
+	d.writer = newOutcomeWriter(d.cfg.Store, storage.Published, d.cfg.BatchSize, d.cfg.Logger, nil)
+	go d.writer.run(ctx)
+	for range d.cfg.Senders {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.sendLoop(ctx)
+		}()
+	}
+	d.claimWG.Add(1)
+	go func() {
+		defer d.claimWG.Done()
+		d.claimLoop(claimCtx, notify)
+	}()
+}
+
+// Stop stops claiming, lets the senders finish the rows they hold, releases
+// rows still queued and waits for the outcomes to be written, or for ctx.
+func (d *Dispatcher[TTx]) Stop(ctx context.Context) error {
+	d.mu.Lock()
+	if !d.running {
+		d.mu.Unlock()
+		return nil
+	}
+	d.running = false
+	d.stop()
+	d.mu.Unlock()
+	d.claimWG.Wait()
+	close(d.work) // no Handover or claimer writes after running = false
+	done := make(chan struct{})
+	go func() {
+		d.wg.Wait()
+		d.writer.close()
+		<-d.writer.done
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *Dispatcher[TTx]) claimLoop(ctx context.Context, notify <-chan struct{}) {
+	tick := time.NewTicker(d.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		for {
+			n, err := d.claimOnce(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				d.cfg.Logger.WarnContext(ctx, "cap: claiming published rows failed", "error", err)
+				break
+			}
+			if n < d.cfg.BatchSize {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		case <-notify:
+		case <-tick.C:
+		}
+	}
+}
+
+func (d *Dispatcher[TTx]) claimOnce(ctx context.Context) (int, error) {
+	recs, err := d.cfg.Store.Claim(ctx, storage.Published, storage.ClaimRequest{
+		Version: d.cfg.Version, Limit: d.cfg.BatchSize, Lease: d.cfg.Lease,
+	})
+	if err != nil || len(recs) == 0 {
+		return 0, err
+	}
+	items := make([]item, len(recs))
+	for i, r := range recs {
+		items[i] = item{rec: r}
+	}
+	select {
+	case d.work <- items:
+	case <-ctx.Done():
+		d.release(ctx, items)
+		return 0, ctx.Err()
+	}
+	return len(recs), nil
+}
+
+func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return // abrupt stop: the rows come back after their lease
+		case items, ok := <-d.work:
+			if !ok {
+				return
+			}
+			d.send(ctx, items)
+		}
+	}
+}
+
+// send sends one batch, retrying immediately as long as the policy says so,
+// and queues one outcome per row.
+func (d *Dispatcher[TTx]) send(ctx context.Context, items []item) {
+	msgs := make([]*message.Message, 0, len(items))
+	pend := make([]item, 0, len(items))
+	for _, it := range items {
+		if it.msg == nil {
+			m, err := message.DecodeContent(it.rec.Content)
+			if err != nil {
+				// A row nobody can send; keep it for the dashboard.
+				d.writer.put(ctx, storage.Outcome{ID: it.rec.ID, Status: storage.StatusFailed, Retries: it.rec.Retries + 1,
+					Content: nil, ExpiresIn: d.cfg.FailedExpiry, ExpiresFromAdded: true})
+				d.cfg.Logger.ErrorContext(ctx, "cap: published row has invalid content", "id", it.rec.ID, "error", err)
+				continue
+			}
+			it.msg = m
+		}
+		delete(it.msg.Headers, message.HeaderException)
+		pend = append(pend, it)
+		msgs = append(msgs, it.msg)
+	}
+	for len(pend) > 0 {
+		errs := d.cfg.Transport.SendBatch(ctx, msgs)
+		var again []item
+		var againMsgs []*message.Message
+		for i, it := range pend {
+			if errs == nil || errs[i] == nil {
+				d.writer.put(ctx, storage.Outcome{ID: it.rec.ID, Status: storage.StatusSucceeded, Retries: it.rec.Retries,
+					ExpiresIn: d.cfg.SucceedExpiry})
+				continue
+			}
+			it.rec.Retries++
+			delay, ok := d.cfg.SendRetry.Next(it.rec.Retries)
+			if ok && delay == 0 && ctx.Err() == nil {
+				again = append(again, it)
+				againMsgs = append(againMsgs, it.msg)
+				continue
+			}
+			d.failed(ctx, it, errs[i], delay, ok)
+		}
+		pend, msgs = again, againMsgs
+	}
+}
+
+func (d *Dispatcher[TTx]) failed(ctx context.Context, it item, err error, delay time.Duration, retryable bool) {
+	d.cfg.Logger.WarnContext(ctx, "cap: sending failed", "id", it.rec.ID, "name", it.rec.Name,
+		"retries", it.rec.Retries, "retry", retryable, "error", err)
+	d.writer.put(ctx, storage.Outcome{ID: it.rec.ID, Status: storage.StatusFailed, Retries: it.rec.Retries,
+		Content: withException(it.msg, exception(excSend, err)), ExpiresIn: d.cfg.FailedExpiry, ExpiresFromAdded: true,
+		Retry: retryable, RetryIn: delay})
+	if retryable {
+		d.WakeAt(delay)
+		return
+	}
+	if d.cfg.OnFailed != nil {
+		d.cfg.OnFailed(ctx, FailedInfo{Table: storage.Published, Message: it.msg, Err: err})
+	}
+}

@@ -1,0 +1,364 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/go-cap/cap/message"
+	"github.com/go-cap/cap/storage"
+)
+
+type job[TTx any] struct {
+	rec *storage.Record
+	msg *message.Message
+	sub *Subscriber[TTx]
+}
+
+// Executor runs handlers on a bounded pool of workers, retries failures
+// immediately while the policy allows, and records outcomes. It also claims
+// Received rows that are due again (a retry after backoff, or a row whose
+// owner crashed) and keeps the leases of running handlers alive.
+type Executor[TTx any] struct {
+	cfg    *Config[TTx]
+	reg    *Registry[TTx]
+	disp   *Dispatcher[TTx]
+	jobs   chan job[TTx]
+	writer *outcomeWriter[TTx]
+	wake   chan struct{}
+
+	mu       sync.Mutex
+	inflight map[int64]struct{}
+	wg       sync.WaitGroup
+	claimWG  sync.WaitGroup
+	stop     context.CancelFunc
+	running  bool
+}
+
+// NewExecutor returns an executor; Run starts it.
+func NewExecutor[TTx any](cfg *Config[TTx], reg *Registry[TTx], disp *Dispatcher[TTx]) *Executor[TTx] {
+	return &Executor[TTx]{cfg: cfg, reg: reg, disp: disp, jobs: make(chan job[TTx], cfg.Workers),
+		wake: make(chan struct{}, 1), inflight: map[int64]struct{}{}}
+}
+
+// Run starts the workers, the retry claimer, the lease keeper and the
+// outcome writer. Handlers get ctx: it ends on an abrupt stop or when a
+// graceful Stop runs out of time.
+func (e *Executor[TTx]) Run(ctx context.Context) {
+	claimCtx, stop := context.WithCancel(ctx)
+	e.mu.Lock()
+	e.stop = stop
+	e.running = true
+	e.mu.Unlock()
+	e.writer = newOutcomeWriter(e.cfg.Store, storage.Received, e.cfg.BatchSize, e.cfg.Logger, e.done)
+	go e.writer.run(ctx)
+	for range e.cfg.Workers {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.work(ctx)
+		}()
+	}
+	e.claimWG.Add(2)
+	go func() {
+		defer e.claimWG.Done()
+		e.claimLoop(claimCtx)
+	}()
+	go func() {
+		defer e.claimWG.Done()
+		e.keepLeases(claimCtx)
+	}()
+}
+
+// Submit queues a stored delivery for execution; it blocks while every
+// worker is busy, which slows the receive loop down (back-pressure).
+func (e *Executor[TTx]) Submit(ctx context.Context, rec *storage.Record, msg *message.Message, sub *Subscriber[TTx]) {
+	e.track(rec.ID)
+	select {
+	case e.jobs <- job[TTx]{rec: rec, msg: msg, sub: sub}:
+	case <-ctx.Done():
+		e.done([]int64{rec.ID}) // the row comes back after its lease
+	}
+}
+
+// Stop stops claiming, waits for queued and running handlers and for their
+// outcomes to be written, or for ctx. The caller stops the consumers first.
+func (e *Executor[TTx]) Stop(ctx context.Context) error {
+	e.mu.Lock()
+	if !e.running {
+		e.mu.Unlock()
+		return nil
+	}
+	e.running = false
+	e.stop()
+	e.mu.Unlock()
+	e.claimWG.Wait()
+	close(e.jobs)
+	done := make(chan struct{})
+	go func() {
+		e.wg.Wait()
+		e.writer.close()
+		<-e.writer.done
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Wait blocks until the workers and the writer have ended.
+func (e *Executor[TTx]) Wait() { e.wg.Wait() }
+
+func (e *Executor[TTx]) track(id int64) {
+	e.mu.Lock()
+	e.inflight[id] = struct{}{}
+	e.mu.Unlock()
+}
+
+func (e *Executor[TTx]) done(ids []int64) {
+	e.mu.Lock()
+	for _, id := range ids {
+		delete(e.inflight, id)
+	}
+	e.mu.Unlock()
+}
+
+// keepLeases extends the lease of rows whose handlers still run, so a slow
+// handler is not run a second time by another instance.
+func (e *Executor[TTx]) keepLeases(ctx context.Context) {
+	t := time.NewTicker(e.cfg.Lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		e.mu.Lock()
+		ids := make([]int64, 0, len(e.inflight))
+		for id := range e.inflight {
+			ids = append(ids, id)
+		}
+		e.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		if err := e.cfg.Store.Reschedule(ctx, storage.Received, ids, e.cfg.Lease); err != nil && ctx.Err() == nil {
+			e.cfg.Logger.WarnContext(ctx, "cap: extending leases failed", "rows", len(ids), "error", err)
+		}
+	}
+}
+
+func (e *Executor[TTx]) wakeAt(delay time.Duration) {
+	time.AfterFunc(delay+5*time.Millisecond, func() {
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	})
+}
+
+func (e *Executor[TTx]) claimLoop(ctx context.Context) {
+	tick := time.NewTicker(e.cfg.PollInterval)
+	defer tick.Stop()
+	limit := min(e.cfg.BatchSize, 2*e.cfg.Workers)
+	for {
+		for {
+			recs, err := e.cfg.Store.Claim(ctx, storage.Received, storage.ClaimRequest{
+				Version: e.cfg.Version, Limit: limit, Lease: e.cfg.Lease})
+			if err != nil {
+				if ctx.Err() == nil {
+					e.cfg.Logger.WarnContext(ctx, "cap: claiming received rows failed", "error", err)
+				}
+				break
+			}
+			for _, r := range recs {
+				e.resume(ctx, r)
+			}
+			if len(recs) < limit || ctx.Err() != nil {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// resume queues a claimed Received row again.
+func (e *Executor[TTx]) resume(ctx context.Context, rec *storage.Record) {
+	msg, err := message.DecodeContent(rec.Content)
+	if err != nil {
+		e.finalFail(ctx, job[TTx]{rec: rec, msg: &message.Message{Headers: message.Headers{}}}, excDecode, err)
+		return
+	}
+	sub := e.reg.Find(rec.Group, rec.Name)
+	if sub == nil {
+		e.finalFail(ctx, job[TTx]{rec: rec, msg: msg}, excNotFound,
+			fmt.Errorf("no subscriber of group %q for topic %q", rec.Group, rec.Name))
+		return
+	}
+	e.Submit(ctx, rec, msg, sub)
+}
+
+func (e *Executor[TTx]) finalFail(ctx context.Context, j job[TTx], typ string, err error) {
+	e.track(j.rec.ID)
+	e.writer.put(ctx, storage.Outcome{ID: j.rec.ID, Status: storage.StatusFailed, Retries: j.rec.Retries + 1,
+		Content: withException(j.msg, exception(typ, err)), ExpiresIn: e.cfg.FailedExpiry, ExpiresFromAdded: true})
+	if e.cfg.OnFailed != nil {
+		e.cfg.OnFailed(ctx, FailedInfo{Table: storage.Received, Message: j.msg, Err: err})
+	}
+}
+
+func (e *Executor[TTx]) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return // abrupt stop: queued rows come back after their lease
+		case j, ok := <-e.jobs:
+			if !ok {
+				return
+			}
+			e.execute(ctx, j)
+		}
+	}
+}
+
+// execute runs one message until it succeeds, fails for good, or must wait
+// for a later attempt.
+func (e *Executor[TTx]) execute(ctx context.Context, j job[TTx]) {
+	policy := j.sub.Retry
+	if policy == nil {
+		policy = e.cfg.HandlerRetry
+	}
+	retries := j.rec.Retries
+	for {
+		err := e.attempt(ctx, j, retries)
+		if err == nil {
+			return
+		}
+		if errors.Is(err, storage.ErrStale) {
+			// Another instance completed this row first; its effect stands.
+			e.done([]int64{j.rec.ID})
+			return
+		}
+		if ctx.Err() != nil {
+			// Interrupted by shutdown: never Succeeded, and not a failure;
+			// the row is due again at once.
+			e.done([]int64{j.rec.ID})
+			if rerr := e.cfg.Store.Reschedule(context.WithoutCancel(ctx), storage.Received, []int64{j.rec.ID}, 0); rerr != nil {
+				e.cfg.Logger.WarnContext(ctx, "cap: releasing interrupted message failed", "id", j.rec.ID, "error", rerr)
+			}
+			return
+		}
+		retries++
+		delay, ok := policy.Next(retries)
+		if IsPermanent(err) {
+			ok = false
+		}
+		if ok && delay == 0 {
+			continue
+		}
+		attrs := []any{"group", j.rec.Group, "name", j.rec.Name, "id", j.msg.ID(), "retries", retries, "retry", ok, "error", err}
+		var pe *PanicError
+		if errors.As(err, &pe) {
+			attrs = append(attrs, "stack", string(pe.Stack))
+		}
+		e.cfg.Logger.WarnContext(ctx, "cap: handler failed", attrs...)
+		e.writer.put(ctx, storage.Outcome{ID: j.rec.ID, Status: storage.StatusFailed, Retries: retries,
+			Content: withException(j.msg, exception(excExecute, err)), ExpiresIn: e.cfg.FailedExpiry,
+			ExpiresFromAdded: true, Retry: ok, RetryIn: delay})
+		if ok {
+			e.wakeAt(delay)
+		} else if e.cfg.OnFailed != nil {
+			e.cfg.OnFailed(ctx, FailedInfo{Table: storage.Received, Message: j.msg, Err: err})
+		}
+		return
+	}
+}
+
+// attempt runs the handler once and records a success. A transactional
+// handler, or one whose reply must be published, commits its work, the
+// reply and the Received row's new status in one transaction.
+func (e *Executor[TTx]) attempt(ctx context.Context, j job[TTx], retries int) error {
+	var tx TTx
+	inTx := false
+	if j.sub.Tx {
+		t, err := e.cfg.Store.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		tx, inTx = t, true
+	}
+	reply, err := invoke(ctx, j, tx, retries)
+	if err != nil {
+		if inTx {
+			_ = e.cfg.Store.Rollback(context.WithoutCancel(ctx), tx)
+		}
+		return err
+	}
+	success := storage.Outcome{ID: j.rec.ID, Status: storage.StatusSucceeded, Retries: retries,
+		ExpiresIn: e.cfg.SucceedExpiry}
+	if reply == nil && !inTx {
+		e.writer.put(ctx, success)
+		return nil
+	}
+	if !inTx {
+		t, err := e.cfg.Store.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		tx = t
+	}
+	if err := e.complete(ctx, tx, success, reply); err != nil {
+		_ = e.cfg.Store.Rollback(context.WithoutCancel(ctx), tx)
+		return err
+	}
+	e.done([]int64{j.rec.ID})
+	if reply != nil {
+		e.disp.Handover(ctx, []*storage.Record{reply.Record}, []*message.Message{reply.Message})
+	}
+	return nil
+}
+
+func (e *Executor[TTx]) complete(ctx context.Context, tx TTx, success storage.Outcome, reply *Reply) error {
+	if reply != nil {
+		if err := e.cfg.Store.InsertPublishedTx(ctx, tx, []*storage.Record{reply.Record}); err != nil {
+			return fmt.Errorf("store reply: %w", err)
+		}
+	}
+	if err := e.cfg.Store.SetOutcomesTx(ctx, tx, storage.Received, []storage.Outcome{success}); err != nil {
+		return err
+	}
+	if err := e.cfg.Store.Commit(ctx, tx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// invoke calls the handler and turns a panic into an error.
+func invoke[TTx any](ctx context.Context, j job[TTx], tx TTx, retries int) (reply *Reply, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return j.sub.Invoke(ctx, tx, j.msg, retries)
+}
+
+// PanicError is the error of a handler that panicked.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (p *PanicError) Error() string { return fmt.Sprintf("panic: %v", p.Value) }
