@@ -222,4 +222,3 @@ func (o *Options) topicName(topic string) string {
 	}
 	return topic
 }
-
