@@ -1,0 +1,169 @@
+package sqlite
+
+import "fmt"
+
+// timeLayout is how every time column is stored: UTC text of fixed width,
+// so that comparing the strings compares the times. It is the form SQLite's
+// strftime('%Y-%m-%d %H:%M:%f', ...) produces.
+const timeLayout = "2006-01-02 15:04:05.000"
+
+// tableSQL holds the statements of one message table. Ids lists are passed
+// as one JSON array argument (json_each), so no statement depends on the
+// number of ids.
+type tableSQL struct {
+	insert         string
+	claimSelect    string
+	claimUpdate    string
+	reschedule     string
+	setOutcome     string
+	setOutcomeLive string // skips rows already Succeeded
+	exists         string
+	deleteExpired  string
+	get            string
+	list           string
+	count          string
+	counts         string
+	deleteIDs      string
+}
+
+// statements is all SQL text of the package, built once from the validated
+// table prefix.
+type statements struct {
+	migrate   []string
+	published tableSQL
+	received  tableSQL
+}
+
+func (s *statements) table(t tableKind) *tableSQL {
+	if t == receivedTable {
+		return &s.received
+	}
+	return &s.published
+}
+
+type tableKind int
+
+const (
+	publishedTable tableKind = iota
+	receivedTable
+)
+
+// quote makes a double-quoted identifier. Callers pass names built from a
+// prefix that passed storage.ValidateIdentifier plus fixed text, so the name
+// holds no quote to escape.
+func quote(name string) string { return `"` + name + `"` }
+
+func buildStatements(prefix string) statements {
+	pub := prefix + ".published"
+	rec := prefix + ".received"
+	return statements{
+		migrate:   migrateSQL(pub, rec),
+		published: buildTable(pub, false),
+		received:  buildTable(rec, true),
+	}
+}
+
+func migrateSQL(pub, rec string) []string {
+	return []string{
+		`CREATE TABLE IF NOT EXISTS ` + quote(pub) + ` (
+	Id INTEGER PRIMARY KEY NOT NULL,
+	Version TEXT NOT NULL,
+	Name TEXT NOT NULL,
+	Content TEXT NULL,
+	Retries INTEGER NOT NULL,
+	Added TEXT NOT NULL,
+	ExpiresAt TEXT NULL,
+	StatusName TEXT NOT NULL,
+	NextAttemptAt TEXT NULL
+)`,
+		`CREATE TABLE IF NOT EXISTS ` + quote(rec) + ` (
+	Id INTEGER PRIMARY KEY NOT NULL,
+	Version TEXT NOT NULL,
+	Name TEXT NOT NULL,
+	"Group" TEXT NULL,
+	Content TEXT NULL,
+	Retries INTEGER NOT NULL,
+	Added TEXT NOT NULL,
+	ExpiresAt TEXT NULL,
+	StatusName TEXT NOT NULL,
+	NextAttemptAt TEXT NULL,
+	MessageId TEXT NOT NULL
+)`,
+		createIndex(pub, "Version_NextAttemptAt", "Version, NextAttemptAt", false),
+		createIndex(pub, "ExpiresAt_StatusName", "ExpiresAt, StatusName", false),
+		createIndex(pub, "StatusName_Added", "StatusName, Added", false),
+		createIndex(rec, "Version_NextAttemptAt", "Version, NextAttemptAt", false),
+		createIndex(rec, "ExpiresAt_StatusName", "ExpiresAt, StatusName", false),
+		createIndex(rec, "StatusName_Added", "StatusName, Added", false),
+		createIndex(rec, "MessageId_Group", `MessageId, "Group"`, true),
+	}
+}
+
+// createIndex names the index after its table, as index names are shared
+// by the whole database: "IX_cap.published_ExpiresAt_StatusName".
+func createIndex(table, suffix, columns string, unique bool) string {
+	kind := "INDEX"
+	if unique {
+		kind = "UNIQUE INDEX"
+	}
+	return fmt.Sprintf("CREATE %s IF NOT EXISTS %s ON %s (%s)",
+		kind, quote("IX_"+table+"_"+suffix), quote(table), columns)
+}
+
+func buildTable(name string, received bool) tableSQL {
+	t := quote(name)
+	// cols is the column list every read scans, in scanRecord's order.
+	cols := `Id, Version, Name, '', '', Content, Retries, Added, ExpiresAt, StatusName, NextAttemptAt`
+	insert := `INSERT INTO ` + t + ` (Id, Version, Name, Content, Retries, Added, ExpiresAt, StatusName, NextAttemptAt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	groupFilter := `?1 = ''`
+	if received {
+		cols = `Id, Version, Name, COALESCE("Group", ''), MessageId, Content, Retries, Added, ExpiresAt, StatusName, NextAttemptAt`
+		insert = `INSERT INTO ` + t + ` (Id, Version, Name, Content, Retries, Added, ExpiresAt, StatusName, NextAttemptAt, "Group", MessageId)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (MessageId, "Group") DO NOTHING`
+		groupFilter = `?1 = '' OR "Group" = ?1`
+	}
+	// The list filters take named-by-number arguments: ?1 group, ?2 status,
+	// ?3 name, ?4 content; an empty value disables its filter.
+	where := `WHERE (` + groupFilter + `)
+	AND (?2 = '' OR StatusName = ?2)
+	AND (?3 = '' OR instr(lower(Name), lower(?3)) > 0)
+	AND (?4 = '' OR instr(lower(Content), lower(?4)) > 0)`
+	// Outcome arguments: ?1 status, ?2 retries, ?3 content (NULL keeps the
+	// column), ?4 an absolute ExpiresAt, ?5 a strftime modifier applied to
+	// Added (used instead of ?4 when not NULL), ?6 NextAttemptAt, ?7 id.
+	setOutcome := `UPDATE ` + t + ` SET
+	StatusName = ?1,
+	Retries = ?2,
+	Content = COALESCE(?3, Content),
+	ExpiresAt = CASE WHEN ?5 IS NULL THEN ?4 ELSE strftime('%Y-%m-%d %H:%M:%f', Added, ?5) END,
+	NextAttemptAt = ?6
+WHERE Id = ?7`
+	return tableSQL{
+		insert: insert,
+		// The claim runs in one write transaction: the rows are read in due
+		// order, then leased. SQLite's single writer makes it exclusive.
+		claimSelect: `SELECT ` + cols + ` FROM ` + t + `
+WHERE Version = ? AND NextAttemptAt IS NOT NULL AND NextAttemptAt <= ?
+ORDER BY NextAttemptAt, Id
+LIMIT ?`,
+		claimUpdate:    `UPDATE ` + t + ` SET NextAttemptAt = ? WHERE Id IN (SELECT value FROM json_each(?))`,
+		reschedule:     `UPDATE ` + t + ` SET NextAttemptAt = ? WHERE Id IN (SELECT value FROM json_each(?))`,
+		setOutcome:     setOutcome,
+		setOutcomeLive: setOutcome + ` AND StatusName <> 'Succeeded'`,
+		exists:         `SELECT 1 FROM ` + t + ` WHERE Id = ?`,
+		deleteExpired: `DELETE FROM ` + t + ` WHERE Id IN (
+	SELECT Id FROM ` + t + `
+	WHERE ExpiresAt < ? AND StatusName IN ('Succeeded', 'Failed')
+	LIMIT ?)`,
+		get: `SELECT ` + cols + ` FROM ` + t + ` WHERE Id = ?`,
+		list: `SELECT ` + cols + ` FROM ` + t + `
+` + where + `
+ORDER BY Added DESC, Id DESC
+LIMIT ?5 OFFSET ?6`,
+		count:     `SELECT COUNT(*) FROM ` + t + "\n" + where,
+		counts:    `SELECT StatusName, COUNT(*) FROM ` + t + ` GROUP BY StatusName`,
+		deleteIDs: `DELETE FROM ` + t + ` WHERE Id IN (SELECT value FROM json_each(?))`,
+	}
+}
