@@ -16,13 +16,19 @@ import (
 
 // Subscribe implements transport.Transport. It declares the exchange, a
 // durable queue named after the group and one binding per topic (the
-// routing key is the topic verbatim, so RabbitMQ applies the wildcards;
-// note that its # also matches zero words, where CAP's needs one, and that
-// the bus applies CAP's rule to what it receives), then starts consuming
-// with manual acknowledgement and the configured prefetch. It returns once
-// the bindings exist. When the channel or the connection drops, the
-// consumer reconnects and resumes by itself; deliveries received before the
-// drop can no longer be acknowledged and come again.
+// routing key is the topic verbatim, so RabbitMQ applies the wildcards),
+// then starts consuming with manual acknowledgement and the configured
+// prefetch. It returns once the bindings exist. Bindings stay when the
+// consumer closes, so the queue keeps collecting the group's messages.
+//
+// RabbitMQ's wildcards are wider than CAP's: its # also matches zero words
+// and its * any word. A delivery that the consumer's patterns route only by
+// RabbitMQ's rule (a.log for a.log.#) is acknowledged and dropped, so that a
+// group receives exactly the topics CAP's rule matches (transport.Match).
+//
+// When the channel or the connection drops, the consumer reconnects and
+// resumes by itself; deliveries received before the drop can no longer be
+// acknowledged and come again.
 func (t *Transport) Subscribe(ctx context.Context, group string, topics []string) (transport.Consumer, error) {
 	if group == "" {
 		return nil, errors.New("rabbitmq: subscribe: empty group")
@@ -148,6 +154,14 @@ func (c *consumer) forward(ch *amqp.Channel, deliveries <-chan amqp.Delivery) bo
 		case d, ok := <-deliveries:
 			if !ok {
 				return true
+			}
+			if !wanted(c.topics, d.RoutingKey) {
+				// Routed by RabbitMQ's wider wildcards only: nobody in the
+				// group subscribed to it by CAP's rule.
+				c.t.log.Debug("rabbitmq: dropping a message no pattern matches by CAP's rule",
+					"group", c.group, "routing_key", d.RoutingKey, "message_id", d.MessageId)
+				_ = d.Ack(false)
+				continue
 			}
 			select {
 			case c.out <- newDelivery(d):

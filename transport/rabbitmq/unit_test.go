@@ -124,3 +124,28 @@ func TestUnreachableBrokerFailsFast(t *testing.T) {
 	require.NoError(t, tr.Close())
 	require.ErrorIs(t, tr.Send(ctx, newMessage("a", "1")), transport.ErrClosed)
 }
+
+func TestWanted(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		patterns []string
+		key      string
+		want     bool
+	}{
+		{[]string{"a.b"}, "a.b", true},
+		{[]string{"a.*.c"}, "a.x.c", true},
+		{[]string{"a.*.c"}, "a.x-y.c", false}, // RabbitMQ routes it, CAP's * is [0-9a-zA-Z]+
+		{[]string{"a.#"}, "a.x.y", true},
+		{[]string{"a.#"}, "a", false}, // RabbitMQ's # matches zero words
+		{[]string{"a.#", "a"}, "a", true},
+		{[]string{"a.b"}, "other.topic", true}, // another consumer's binding: pass on
+		{[]string{"#.x"}, "x", false},
+		{[]string{"#"}, "anything.at.all", true},
+	} {
+		require.Equal(t, tc.want, wanted(tc.patterns, tc.key), "%v %q", tc.patterns, tc.key)
+	}
+	require.True(t, amqpMatch("a.#.b", "a.b"))
+	require.True(t, amqpMatch("a.#.b", "a.x.y.b"))
+	require.False(t, amqpMatch("a.*", "a"))
+	require.False(t, amqpMatch("A.b", "a.b"))
+}
