@@ -1,0 +1,133 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Listener timing. A dropped connection is retried with a doubling backoff;
+// an idle connection is pinged now and then, because a read alone does not
+// notice a peer that vanished without closing the socket.
+const (
+	listenBackoffMin = 100 * time.Millisecond
+	listenBackoffMax = 10 * time.Second
+	listenPing       = 30 * time.Second
+)
+
+// Notifications LISTENs on a dedicated connection for the notifications
+// that transactions inserting due published rows send on commit, and
+// signals the returned channel. The channel also receives a value each time
+// the listener (re)connects, so a commit it could not hear is never missed;
+// it is closed when ctx ends. A dropped connection is re-established with
+// backoff while the bus keeps polling.
+//
+// The connection comes from Options.ListenConnString when set, else from
+// the configuration of the pool (New) or of a connection of the *sql.DB
+// (NewSQL); it is opened outside the pool and does not count against it.
+// With Options.DisableNotify it returns ErrNotifyDisabled.
+func (s *Store[TTx]) Notifications(ctx context.Context) (<-chan struct{}, error) {
+	if s.opts.DisableNotify {
+		return nil, ErrNotifyDisabled
+	}
+	config := s.b.connConfig
+	if s.opts.ListenConnString != "" {
+		cfg, err := pgx.ParseConfig(s.opts.ListenConnString)
+		if err != nil {
+			return nil, fmt.Errorf("%w: Options.ListenConnString: %w", ErrNoListenConfig, err)
+		}
+		config = func(context.Context) (*pgx.ConnConfig, error) { return cfg.Copy(), nil }
+	}
+	l := &listener{
+		config: config,
+		listen: s.q.listen,
+		log:    s.opts.Logger,
+		ch:     make(chan struct{}, 1),
+	}
+	go l.run(ctx)
+	return l.ch, nil
+}
+
+type listener struct {
+	config func(context.Context) (*pgx.ConnConfig, error)
+	listen string
+	log    *slog.Logger
+	ch     chan struct{}
+}
+
+// wake signals the channel without blocking; one pending value stands for
+// any number of notifications.
+func (l *listener) wake() {
+	select {
+	case l.ch <- struct{}{}:
+	default:
+	}
+}
+
+func (l *listener) run(ctx context.Context) {
+	defer close(l.ch)
+	backoff := listenBackoffMin
+	for {
+		listened, err := l.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if listened {
+			backoff = listenBackoffMin
+		}
+		l.log.Warn("postgres: listen connection failed; polling until it is back",
+			"err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, listenBackoffMax)
+	}
+}
+
+// session connects, LISTENs and waits for notifications until the
+// connection fails or ctx ends. listened reports whether LISTEN succeeded.
+func (l *listener) session(ctx context.Context) (listened bool, err error) {
+	cfg, err := l.config(ctx)
+	if err != nil {
+		return false, err
+	}
+	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) { l.wake() }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, l.listen); err != nil {
+		return false, err
+	}
+	l.wake()
+	for {
+		wctx, cancel := context.WithTimeout(ctx, listenPing)
+		err := conn.PgConn().WaitForNotification(wctx)
+		timedOut := wctx.Err() != nil
+		cancel()
+		switch {
+		case err == nil: // OnNotification has signalled
+		case ctx.Err() != nil:
+			return true, ctx.Err()
+		case timedOut:
+			if err := conn.Ping(ctx); err != nil {
+				return true, err
+			}
+		default:
+			return true, err
+		}
+	}
+}

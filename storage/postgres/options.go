@@ -1,0 +1,51 @@
+package postgres
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/go-cap/cap/storage"
+)
+
+// DefaultSchema is the schema CAP creates its tables in.
+const DefaultSchema = "cap"
+
+// Options configures a PostgreSQL storage. The zero value means the defaults.
+type Options struct {
+	// Schema holds the published and received tables. Defaults to
+	// DefaultSchema ("cap"), as in CAP. It must be a plain identifier.
+	Schema string
+
+	// DisableNotify turns off both the pg_notify sent when rows are inserted
+	// and the LISTEN connection behind Notifications. The bus then finds new
+	// rows by polling only. Set it behind PgBouncer in transaction pooling
+	// mode, where a LISTEN connection does not receive notifications.
+	DisableNotify bool
+
+	// ListenConnString is the connection string of the dedicated connection
+	// that LISTENs for new rows, for example when the pool goes through a
+	// pooler but the listener can reach PostgreSQL directly. When empty, the
+	// listener connects with the configuration of the pool (New) or of a
+	// connection of the *sql.DB (NewSQL, which then requires pgx's stdlib
+	// driver); it never holds a connection of the pool itself.
+	ListenConnString string
+
+	// Logger receives the listener's reconnection warnings. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns o with zero values replaced by the defaults, or an
+// error when an option cannot work.
+func (o Options) withDefaults() (Options, error) {
+	if o.Schema == "" {
+		o.Schema = DefaultSchema
+	}
+	if err := storage.ValidateIdentifier("schema", o.Schema); err != nil {
+		return o, fmt.Errorf("postgres: %w", err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}

@@ -1,0 +1,291 @@
+package postgres
+
+import (
+	"hash/fnv"
+	"strings"
+
+	"github.com/go-cap/cap/storage"
+)
+
+// nowUTC is the database's clock in UTC, as stored in the TIMESTAMP (without
+// time zone) columns. statement_timestamp() rather than now(): in a caller's
+// long transaction now() is the transaction's start, which would make a row
+// inserted late in it look older than it is and shorten its lease. It is
+// stable within a statement, so indexes still serve comparisons with it.
+const nowUTC = `(statement_timestamp() AT TIME ZONE 'UTC')`
+
+// micros turns a bigint parameter holding microseconds into an interval.
+func micros(param string) string {
+	return "(" + param + "::bigint * interval '1 microsecond')"
+}
+
+// queries holds every statement of the storage, built once from the
+// validated schema name.
+type queries struct {
+	schema  string
+	channel string // NOTIFY channel for new published rows
+	lockKey int64  // advisory lock key of the migration
+
+	tables [2]tableQueries // indexed by storage.Table
+
+	// Migration.
+	createSchema    string
+	columnExists    string
+	tableExists     string
+	indexDefinition string
+	listen          string
+}
+
+// tableQueries are the statements on one message table.
+type tableQueries struct {
+	name         string // quoted, qualified table name
+	insert       string // published: many rows from arrays; received: one row
+	insertNotify string // insert that also notifies listeners (published only)
+	claim        string
+	reschedule   string
+	outcomes     string
+	outcomesTx   string
+	existing     string
+	deleteExp    string
+	get          string
+	list         string
+	count        string
+	counts       string
+	delete       string
+
+	createTable string
+	migrate     []string // statements run after the table exists
+	backfill    string   // gives CAP's own pending rows a NextAttemptAt
+}
+
+// quoteIdent quotes a validated identifier.
+func quoteIdent(s string) string { return `"` + s + `"` }
+
+// notifyChannel names the channel of a schema: one per schema, so storages
+// in different schemas of one database do not wake each other. PostgreSQL
+// limits channel names to 63 bytes; a truncated name only risks a spurious
+// wake-up.
+func notifyChannel(schema string) string {
+	c := schema + "_published"
+	if len(c) > 63 {
+		c = c[:63]
+	}
+	return c
+}
+
+// newQueries builds the statements for schema, which must have passed
+// storage.ValidateIdentifier.
+func newQueries(schema string) *queries {
+	h := fnv.New64a()
+	h.Write([]byte("github.com/go-cap/cap/storage/postgres.migrate:" + schema))
+	q := &queries{
+		schema:  schema,
+		channel: notifyChannel(schema),
+		lockKey: int64(h.Sum64()),
+
+		createSchema: `CREATE SCHEMA IF NOT EXISTS ` + quoteIdent(schema),
+		tableExists: `SELECT EXISTS (SELECT 1 FROM information_schema.tables
+			WHERE table_schema = $1 AND table_name = $2)`,
+		columnExists: `SELECT EXISTS (SELECT 1 FROM information_schema.columns
+			WHERE table_schema = $1 AND table_name = $2 AND column_name = $3)`,
+		indexDefinition: `SELECT COALESCE((SELECT indexdef FROM pg_indexes
+			WHERE schemaname = $1 AND indexname = $2), '')`,
+	}
+	q.listen = `LISTEN ` + quoteIdent(q.channel)
+	q.tables[storage.Published] = newTableQueries(schema, storage.Published, q.channel)
+	q.tables[storage.Received] = newTableQueries(schema, storage.Received, q.channel)
+	return q
+}
+
+func newTableQueries(schema string, t storage.Table, channel string) tableQueries {
+	tbl := t.String()
+	name := quoteIdent(schema) + "." + quoteIdent(tbl)
+	received := t == storage.Received
+
+	// The columns of a Record, in scanRecord's order. Published has no Group
+	// or MessageId column; empty strings keep one scan for both tables.
+	cols := func(alias string) string {
+		group, msgID := `''`, `''`
+		if received {
+			group = `COALESCE(` + alias + `"Group", '')`
+			msgID = `COALESCE(` + alias + `"MessageId", '')`
+		}
+		return alias + `"Id", ` + alias + `"Version", ` + alias + `"Name", ` + group + `, ` + msgID + `, ` +
+			alias + `"Content", ` + alias + `"Retries", ` + alias + `"Added", ` + alias + `"ExpiresAt", ` +
+			alias + `"StatusName", ` + alias + `"NextAttemptAt"`
+	}
+
+	q := tableQueries{name: name}
+
+	// A Delayed row expires when it is due, as in CAP; others ExpiresIn
+	// after now when it is positive.
+	const expires = `CASE WHEN v.status = 'Delayed' AND v.nxt IS NOT NULL THEN v.nxt
+		WHEN v.expires > 0 THEN v.t + (v.expires * interval '1 microsecond') END`
+	if received {
+		q.insert = `INSERT INTO ` + name + ` ("Id", "Version", "Name", "Group", "MessageId", "Content", "Retries",
+				"Added", "ExpiresAt", "StatusName", "NextAttemptAt")
+			SELECT v.id, v.version, v.name, v.grp, v.msgid, v.content, v.retries, v.t, ` + expires + `, v.status, v.nxt
+			FROM (SELECT $1::bigint AS id, $2::text AS version, $3::text AS name, $4::text AS grp,
+					$5::text AS msgid, $6::text AS content, $7::int AS retries, $8::text AS status,
+					$10::bigint AS expires, n.t,
+					CASE WHEN $11::bool THEN NULL ELSE n.t + ` + micros("$9") + ` END AS nxt
+				FROM (SELECT ` + nowUTC + ` AS t) AS n) AS v
+			ON CONFLICT ("MessageId", "Group") DO NOTHING
+			RETURNING "Added", "ExpiresAt", "NextAttemptAt"`
+	} else {
+		// Many rows in one round trip: one array per column.
+		q.insert = `INSERT INTO ` + name + ` ("Id", "Version", "Name", "Content", "Retries",
+				"Added", "ExpiresAt", "StatusName", "NextAttemptAt")
+			SELECT v.id, v.version, v.name, v.content, v.retries, v.t, ` + expires + `, v.status, v.nxt
+			FROM (SELECT r.*, n.t,
+					CASE WHEN r.terminal THEN NULL ELSE n.t + (r.due * interval '1 microsecond') END AS nxt
+				FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+						$7::bigint[], $8::bool[], $9::bigint[])
+					AS r(id, version, name, content, retries, status, due, terminal, expires),
+					(SELECT ` + nowUTC + ` AS t) AS n) AS v
+			RETURNING "Id", "Added", "ExpiresAt", "NextAttemptAt"`
+		// The notification is queued by the transaction and delivered only
+		// when it commits. A CTE with a volatile function is evaluated once.
+		q.insertNotify = `WITH ins AS (` + q.insert + `),
+			notified AS (SELECT pg_notify('` + channel + `', ''))
+			SELECT ins.* FROM ins, notified`
+	}
+
+	// The sub-select locks due rows, skipping those another claimer holds;
+	// the update pushes them a lease ahead. RETURNING gives the old due time
+	// to order the batch by.
+	q.claim = `WITH due AS (
+			SELECT "Id", "NextAttemptAt" FROM ` + name + `
+			WHERE "Version" = $1 AND "NextAttemptAt" IS NOT NULL AND "NextAttemptAt" <= ` + nowUTC + `
+			ORDER BY "NextAttemptAt"
+			LIMIT $2
+			FOR UPDATE SKIP LOCKED)
+		UPDATE ` + name + ` AS r SET "NextAttemptAt" = ` + nowUTC + ` + ` + micros("$3") + `
+		FROM due WHERE r."Id" = due."Id"
+		RETURNING ` + cols("r.") + `, due."NextAttemptAt"`
+
+	q.reschedule = `UPDATE ` + name + ` SET "NextAttemptAt" = ` + nowUTC + ` + ` + micros("$2") + `
+		WHERE "Id" = ANY($1::bigint[])`
+
+	// Outcomes of many rows in one statement. A NULL content keeps the
+	// stored one.
+	outcomes := `UPDATE ` + name + ` AS r SET
+			"StatusName" = o.status,
+			"Retries" = o.retries,
+			"Content" = COALESCE(o.content, r."Content"),
+			"ExpiresAt" = CASE WHEN o.expires > 0 THEN
+				(CASE WHEN o.from_added THEN r."Added" ELSE n.t END) + (o.expires * interval '1 microsecond') END,
+			"NextAttemptAt" = CASE WHEN o.retry THEN n.t + (o.retry_in * interval '1 microsecond') END
+		FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::bool[], $7::bool[],
+				$8::bigint[]) AS o(id, status, retries, content, expires, from_added, retry, retry_in),
+			(SELECT ` + nowUTC + ` AS t) AS n
+		WHERE r."Id" = o.id`
+	q.outcomes = outcomes
+	// In a caller's transaction a row another instance already completed is
+	// left alone; the ids returned tell which rows were written.
+	q.outcomesTx = outcomes + ` AND r."StatusName" <> 'Succeeded' RETURNING r."Id"`
+	q.existing = `SELECT "Id" FROM ` + name + ` WHERE "Id" = ANY($1::bigint[])`
+
+	q.deleteExp = `DELETE FROM ` + name + ` WHERE "Id" IN (
+			SELECT "Id" FROM ` + name + `
+			WHERE "ExpiresAt" < ` + nowUTC + ` AND "StatusName" IN ('Succeeded', 'Failed')
+			LIMIT $1
+			FOR UPDATE SKIP LOCKED)`
+
+	q.get = `SELECT ` + cols("") + ` FROM ` + name + ` WHERE "Id" = $1`
+
+	// Empty filters match everything; the planner drops them from custom
+	// plans, so a status filter still uses its index.
+	where := `WHERE ($1::text = '' OR "StatusName" = $1::text)
+		AND ($2::text = '' OR "Name" ILIKE $2::text)
+		AND ($3::text = '' OR "Content" ILIKE $3::text)`
+	if received {
+		where += ` AND ($4::text = '' OR "Group" = $4::text)`
+	} else {
+		where += ` AND $4::text IS NOT NULL` // no Group column: keep the parameter list uniform
+	}
+	q.list = `SELECT ` + cols("") + ` FROM ` + name + ` ` + where + `
+		ORDER BY "Added" DESC, "Id" DESC LIMIT $5 OFFSET $6`
+	q.count = `SELECT count(*) FROM ` + name + ` ` + where
+	q.counts = `SELECT "StatusName", count(*) FROM ` + name + ` GROUP BY "StatusName"`
+	q.delete = `DELETE FROM ` + name + ` WHERE "Id" = ANY($1::bigint[])`
+
+	// CAP's DDL (reference section 3.1) plus our columns.
+	group := ""
+	if received {
+		group = `
+			"Group" VARCHAR(200) NULL,`
+	}
+	extra := `,
+			"NextAttemptAt" TIMESTAMP NULL`
+	if received {
+		extra += `,
+			"MessageId" VARCHAR(200) NULL`
+	}
+	q.createTable = `CREATE TABLE IF NOT EXISTS ` + name + ` (
+			"Id" BIGINT PRIMARY KEY NOT NULL,
+			"Version" VARCHAR(20) NOT NULL,
+			"Name" VARCHAR(200) NOT NULL,` + group + `
+			"Content" TEXT NULL,
+			"Retries" INT NOT NULL,
+			"Added" TIMESTAMP NOT NULL,
+			"ExpiresAt" TIMESTAMP NULL,
+			"StatusName" VARCHAR(50) NOT NULL` + extra + `
+		)`
+	idx := func(suffix, def string) string {
+		return `CREATE INDEX IF NOT EXISTS ` + quoteIdent("idx_"+tbl+"_"+suffix) + ` ON ` + name + ` ` + def
+	}
+	// Columns first: an existing CAP table lacks them, and indexes use them.
+	q.migrate = []string{`ALTER TABLE ` + name + ` ADD COLUMN IF NOT EXISTS "NextAttemptAt" TIMESTAMP NULL`}
+	if received {
+		q.migrate = append(q.migrate,
+			`ALTER TABLE `+name+` ADD COLUMN IF NOT EXISTS "MessageId" VARCHAR(200) NULL`,
+			// De-duplication of deliveries per group. The storage writes ''
+			// rather than NULL for an empty group, so the index sees it.
+			`CREATE UNIQUE INDEX IF NOT EXISTS `+quoteIdent("idx_received_MessageId_Group")+
+				` ON `+name+` ("MessageId", "Group")`)
+	}
+	q.migrate = append(q.migrate,
+		// CAP's indexes; the collector's delete uses the first.
+		idx("ExpiresAt_StatusName", `("ExpiresAt", "StatusName")`),
+		idx("Version_ExpiresAt_StatusName", `("Version", "ExpiresAt", "StatusName")`),
+		// Claims: due rows of a version in due order. Rows that need no
+		// more attempts (most of the table) stay out of it.
+		idx("Version_NextAttemptAt", `("Version", "NextAttemptAt") WHERE "NextAttemptAt" IS NOT NULL`),
+		// The dashboard lists rows of one status, newest first, and counts
+		// rows per status.
+		idx("StatusName_Added", `("StatusName", "Added")`),
+	)
+	// CAP retries Scheduled and Failed rows below its 50 attempts and sends
+	// Delayed and Queued rows at ExpiresAt; after an upgrade they must stay
+	// due. CAP wrote local times, so a delayed row's due time is as good as
+	// the server's offset from UTC.
+	q.backfill = `UPDATE ` + name + ` SET "NextAttemptAt" = CASE
+			WHEN "StatusName" IN ('Delayed', 'Queued') THEN COALESCE("ExpiresAt", ` + nowUTC + `)
+			ELSE ` + nowUTC + ` END
+		WHERE "NextAttemptAt" IS NULL AND (("StatusName" IN ('Scheduled', 'Failed') AND "Retries" < 50)
+			OR "StatusName" IN ('Delayed', 'Queued'))`
+	return q
+}
+
+// versionIndex is CAP's index on (Version, ExpiresAt, StatusName). CAP 8.3.1
+// and 8.3.2 created it with INCLUDE ("Id", "Content", "Retries", "Added"),
+// which fails inserts of large contents; Migrate replaces that variant.
+func versionIndex(t storage.Table) string {
+	return "idx_" + t.String() + "_Version_ExpiresAt_StatusName"
+}
+
+// dropIndex drops an index of the schema.
+func (q *queries) dropIndex(index string) string {
+	return `DROP INDEX IF EXISTS ` + quoteIdent(q.schema) + `.` + quoteIdent(index)
+}
+
+// likePattern makes a case-insensitive substring pattern for ILIKE, or ""
+// for no filter.
+func likePattern(s string) string {
+	if s == "" {
+		return ""
+	}
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return "%" + r.Replace(s) + "%"
+}
