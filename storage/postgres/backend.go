@@ -61,8 +61,8 @@ func (q pgxQuerier) query(ctx context.Context, sql string, args ...any) (rows, e
 
 type pgxBackend struct{ pool *pgxpool.Pool }
 
-func (b pgxBackend) db() querier              { return pgxQuerier{b.pool} }
-func (b pgxBackend) in(tx pgx.Tx) querier     { return pgxQuerier{tx} }
+func (b pgxBackend) db() querier          { return pgxQuerier{b.pool} }
+func (b pgxBackend) in(tx pgx.Tx) querier { return pgxQuerier{tx} }
 func (b pgxBackend) commit(ctx context.Context, tx pgx.Tx) error {
 	return tx.Commit(ctx)
 }
@@ -114,8 +114,8 @@ func (r sqlRows) Close() { _ = r.Rows.Close() }
 
 type sqlBackend struct{ sdb *sql.DB }
 
-func (b sqlBackend) db() querier             { return sqlQuerier{b.sdb} }
-func (b sqlBackend) in(tx *sql.Tx) querier   { return sqlQuerier{tx} }
+func (b sqlBackend) db() querier           { return sqlQuerier{b.sdb} }
+func (b sqlBackend) in(tx *sql.Tx) querier { return sqlQuerier{tx} }
 func (b sqlBackend) commit(_ context.Context, tx *sql.Tx) error {
 	return tx.Commit()
 }
