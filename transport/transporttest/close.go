@@ -59,6 +59,35 @@ func (s *suite) testReceiveContext(t *testing.T) {
 	s.ack(t, d)
 }
 
+// testReceiveWaits: a Receive blocked on an empty group returns the
+// message sent while it waits.
+func (s *suite) testReceiveWaits(t *testing.T) {
+	tr := s.transport(t)
+	topic := newTopic()
+	c := s.subscribe(t, tr, newGroup(), topic)
+
+	type result struct {
+		d   transport.Delivery
+		err error
+	}
+	res := make(chan result, 1)
+	started := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		defer cancel()
+		close(started)
+		d, err := c.Receive(ctx)
+		res <- result{d, err}
+	}()
+	<-started
+	msg := newMessage(topic)
+	s.send(t, tr, msg)
+	r := <-res // the receiver's own deadline bounds the wait
+	require.NoError(t, r.err, "Receive waiting while the message was sent")
+	require.Equal(t, msg.ID(), r.d.Message().ID())
+	s.ack(t, r.d)
+}
+
 // testConsumerClose: closing a consumer unblocks its Receive with ErrClosed,
 // is idempotent, and leaves the transport usable.
 func (s *suite) testConsumerClose(t *testing.T) {

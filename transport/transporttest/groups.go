@@ -12,9 +12,11 @@ func (s *suite) testFanOut(t *testing.T) {
 	c2 := s.subscribe(t, tr, newGroup(), topic)
 
 	msgs, want := newMessages(topic, 20)
+	r1 := s.startCollect(t, want, c1)
+	r2 := s.startCollect(t, want, c2)
 	s.send(t, tr, msgs...)
-	s.collect(t, want, c1)
-	s.collect(t, want, c2)
+	r1.finish(t)
+	r2.finish(t)
 	s.expectNone(t, c1, c2)
 }
 
@@ -28,8 +30,9 @@ func (s *suite) testCompetingConsumers(t *testing.T) {
 	c2 := s.subscribe(t, tr, group, topic)
 
 	msgs, want := newMessages(topic, 200)
+	col := s.startCollect(t, want, c1, c2)
 	s.sendBatch(t, tr, msgs)
-	counts := s.collect(t, want, c1, c2)
+	counts := col.finish(t)
 	t.Logf("split between the two consumers: %d / %d", counts[0], counts[1])
 	s.expectNone(t, c1, c2)
 }

@@ -236,7 +236,7 @@ func (s *suite) wait(t *testing.T, wg *sync.WaitGroup, what string) {
 	}
 }
 
-// received is one message a consumer got, reported to collect.
+// received is one message a consumer got, reported to a collector.
 type received struct {
 	consumer int
 	id       string
@@ -244,35 +244,49 @@ type received struct {
 	err      error
 }
 
-// collect receives from the consumers concurrently, acking each message,
-// until every id in want (id → topic) has arrived. It fails on a message
-// not in want, on a duplicate, on a Topic() that differs from the topic the
-// message was sent to, and when no new message arrives within the timeout.
-// It returns how many messages each consumer got.
+// collector receives from consumers concurrently, acking each message, and
+// checks what arrives against the ids it expects.
+type collector struct {
+	s        *suite
+	want     map[string]string // id → topic
+	n        int               // number of consumers
+	got      chan received
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+}
+
+// collect receives from the consumers until every id in want (id → topic)
+// has arrived; see startCollect.
 func (s *suite) collect(t *testing.T, want map[string]string, cs ...transport.Consumer) []int {
 	t.Helper()
+	return s.startCollect(t, want, cs...).finish(t)
+}
+
+// startCollect starts receiving from the consumers at once, so that
+// messages sent afterwards reach receivers that are already blocked in
+// Receive. finish waits for the result.
+func (s *suite) startCollect(t *testing.T, want map[string]string, cs ...transport.Consumer) *collector {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan received)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		s.wait(t, &wg, "receivers to return after their context was cancelled")
-	}()
+	col := &collector{s: s, want: want, n: len(cs), got: make(chan received), cancel: cancel}
+	t.Cleanup(func() { col.stop(t) })
 	for i, c := range cs {
-		wg.Add(1)
+		col.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer col.wg.Done()
 			for {
 				d, err := c.Receive(ctx)
-				r := received{consumer: i, err: err}
-				if err != nil {
+				r := received{consumer: i}
+				switch {
+				case err != nil:
 					if ctx.Err() != nil {
 						return
 					}
 					r.err = fmt.Errorf("Receive: %w", err)
-				} else if d == nil || d.Message() == nil {
+				case d == nil || d.Message() == nil:
 					r.err = errors.New("Receive returned no message and no error")
-				} else {
+				default:
 					r.id, r.topic = d.Message().ID(), d.Topic()
 					actx, acancel := context.WithTimeout(context.Background(), s.timeout)
 					if err := d.Ack(actx); err != nil {
@@ -281,7 +295,7 @@ func (s *suite) collect(t *testing.T, want map[string]string, cs ...transport.Co
 					acancel()
 				}
 				select {
-				case got <- r:
+				case col.got <- r:
 				case <-ctx.Done():
 					return
 				}
@@ -291,25 +305,44 @@ func (s *suite) collect(t *testing.T, want map[string]string, cs ...transport.Co
 			}
 		}()
 	}
+	return col
+}
 
-	counts := make([]int, len(cs))
-	seen := make(map[string]bool, len(want))
-	idle := time.NewTimer(s.timeout)
+// stop ends the receivers and waits for them, so that later checks on the
+// consumers do not race with them.
+func (col *collector) stop(t *testing.T) {
+	col.stopOnce.Do(func() {
+		col.cancel()
+		col.s.wait(t, &col.wg, "receivers to return after their context was cancelled")
+	})
+}
+
+// finish waits until every expected message has arrived, then stops the
+// receivers. It fails on a message not expected, on a duplicate, on a
+// Topic() that differs from the topic the message was sent to, and when no
+// new message arrives within the timeout. It returns how many messages each
+// consumer got.
+func (col *collector) finish(t *testing.T) []int {
+	t.Helper()
+	defer col.stop(t)
+	counts := make([]int, col.n)
+	seen := make(map[string]bool, len(col.want))
+	idle := time.NewTimer(col.s.timeout)
 	defer idle.Stop()
-	for len(seen) < len(want) {
+	for len(seen) < len(col.want) {
 		select {
-		case r := <-got:
+		case r := <-col.got:
 			require.NoError(t, r.err, "consumer %d", r.consumer)
-			topic, ok := want[r.id]
+			topic, ok := col.want[r.id]
 			require.True(t, ok, "consumer %d received unexpected message %s on topic %q", r.consumer, r.id, r.topic)
 			require.False(t, seen[r.id], "consumer %d received message %s (topic %q) a second time", r.consumer, r.id, r.topic)
 			require.Equal(t, topic, r.topic, "Delivery.Topic() of message %s", r.id)
 			seen[r.id] = true
 			counts[r.consumer]++
-			idle.Reset(s.timeout)
+			idle.Reset(col.s.timeout)
 		case <-idle.C:
 			t.Fatalf("received %d of %d messages; nothing new within %v; missing for example %s",
-				len(seen), len(want), s.timeout, missing(want, seen, 5))
+				len(seen), len(col.want), col.s.timeout, missing(col.want, seen, 5))
 		}
 	}
 	return counts

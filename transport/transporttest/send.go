@@ -53,8 +53,9 @@ func (s *suite) testSendBatch(t *testing.T) {
 	c := s.subscribe(t, tr, newGroup(), topic)
 
 	msgs, want := newMessages(topic, 100)
+	col := s.startCollect(t, want, c)
 	s.sendBatch(t, tr, msgs)
-	s.collect(t, want, c)
+	col.finish(t)
 	s.expectNone(t, c)
 }
 
@@ -71,8 +72,9 @@ func (s *suite) testMultipleTopics(t *testing.T) {
 	for id, topic := range want2 {
 		want[id] = topic
 	}
+	col := s.startCollect(t, want, c)
 	s.send(t, tr, append(m1, m2...)...)
-	s.collect(t, want, c)
+	col.finish(t)
 }
 
 // testConcurrentSend: Send from 8 goroutines at once is safe and loses
@@ -84,6 +86,7 @@ func (s *suite) testConcurrentSend(t *testing.T) {
 	c := s.subscribe(t, tr, newGroup(), topic)
 
 	msgs, want := newMessages(topic, senders*each)
+	col := s.startCollect(t, want, c)
 	errs := make(chan error, senders)
 	var wg sync.WaitGroup
 	for g := range senders {
@@ -105,6 +108,6 @@ func (s *suite) testConcurrentSend(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	s.collect(t, want, c)
+	col.finish(t)
 	s.expectNone(t, c)
 }

@@ -102,6 +102,7 @@ var subtests = []subtest{
 		}
 		return ""
 	}, (*suite).testWildcards},
+	{"ReceiveWaits", always, (*suite).testReceiveWaits},
 	{"ReceiveContext", always, (*suite).testReceiveContext},
 	{"ConsumerClose", always, (*suite).testConsumerClose},
 	{"TransportClose", always, (*suite).testTransportClose},

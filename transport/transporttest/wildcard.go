@@ -2,6 +2,8 @@ package transporttest
 
 import (
 	"testing"
+
+	"github.com/go-cap/cap/message"
 )
 
 // testWildcards: a group subscribed with CAP's wildcards gets the topics
@@ -36,18 +38,22 @@ func (s *suite) testWildcards(t *testing.T) {
 	control := s.subscribe(t, tr, newGroup(), append(append([]string{}, matching...), other...)...)
 	wild := s.subscribe(t, tr, newGroup(), patterns...)
 
+	var msgs []*message.Message
 	all := make(map[string]string)
 	want := make(map[string]string)
 	for i, topic := range append(append([]string{}, matching...), other...) {
 		msg := newMessage(topic)
-		s.send(t, tr, msg)
+		msgs = append(msgs, msg)
 		all[msg.ID()] = topic
 		if i < len(matching) {
 			want[msg.ID()] = topic
 		}
 	}
 
-	s.collect(t, all, control)
-	s.collect(t, want, wild)
+	cc := s.startCollect(t, all, control)
+	wc := s.startCollect(t, want, wild)
+	s.send(t, tr, msgs...)
+	cc.finish(t)
+	wc.finish(t)
 	s.expectNone(t, wild, control)
 }
