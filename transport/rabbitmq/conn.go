@@ -58,6 +58,7 @@ func (m *connManager) run() {
 	urls := m.cfg.urls()
 	next := 0
 	delay := m.cfg.ReconnectDelay
+	lost := false // a connection was open before and dropped
 	firstDone := false
 	endFirst := func() {
 		if !firstDone {
@@ -89,13 +90,14 @@ func (m *connManager) run() {
 		blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
 		m.set(conn, nil)
 		endFirst()
-		if delay > m.cfg.ReconnectDelay {
+		if lost {
 			m.log.Info("rabbitmq: reconnected", "url", redact(urls[idx]))
 		}
 		delay = m.cfg.ReconnectDelay
 		if !m.watch(conn, closed, blocked) {
 			return
 		}
+		lost = true
 		// The first attempt after a drop comes at once: a connection closed
 		// by the broker (an operator, a node restart) usually finds another
 		// node, or the same one, ready.
