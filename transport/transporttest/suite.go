@@ -19,6 +19,28 @@
 // reused, so brokers that keep queues or streams accumulate them; clean them
 // up outside the suite if that matters.
 //
+// Each subtest sends and receives through the one transport it opened, and
+// sends only to topics some group of the subtest has subscribed. It checks:
+//
+//   - every CAP header, non-ASCII values and a binary body (all 256 byte
+//     values; also an empty body) arrive intact; an empty header value
+//     (CAP's null) may come back empty or absent; Topic() is the topic;
+//     Send leaves the caller's message unchanged;
+//   - SendBatch reports success per message and delivers all; one consumer
+//     receives several topics; Send from 8 goroutines loses nothing;
+//   - every group gets every message; two consumers of one group together
+//     get each message exactly once (the split is the broker's business);
+//   - an acked message is not delivered again; a rejected one is
+//     (Caps.Redelivery); a group whose consumer closed with an unacked
+//     delivery gets it and the messages sent meanwhile from its next
+//     consumer (Caps.Durable);
+//   - CAP's wildcards (Caps.Wildcards): '*' is one word and '#' one or more
+//     words, so "p.log.#" must not deliver "p.log";
+//   - a Receive blocked on an empty group wakes for a new message; Receive
+//     returns ctx.Err() when its context ends; Consumer.Close and
+//     Transport.Close unblock Receive with ErrClosed and are idempotent;
+//     Send, SendBatch and Subscribe fail after Transport.Close.
+//
 // The suite synchronises with channels and deadlines only. Waiting for a
 // message is bounded by Harness.Timeout; checking that no message arrives
 // (after an ack, or for a topic a wildcard must not match) waits a short
