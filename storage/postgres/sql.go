@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"fmt"
 	"hash/fnv"
 	"strings"
 
@@ -48,14 +49,36 @@ type tableQueries struct {
 	existing     string
 	deleteExp    string
 	get          string
-	list         string
-	count        string
+	list         [filterAll]string // by listFilter
+	count        [filterAll]string
 	counts       string
 	delete       string
 
 	createTable string
 	migrate     []string // statements run after the table exists
 	backfill    string   // gives CAP's own pending rows a NextAttemptAt
+}
+
+// listFilter is the set of filters of a dashboard query.
+type listFilter uint8
+
+const (
+	filterStatus listFilter = 1 << iota
+	filterName
+	filterContent
+	filterGroup
+	filterAll // the number of combinations
+)
+
+// listFilters are the conditions of the filters, in parameter order.
+var listFilters = []struct {
+	bit  listFilter
+	cond string
+}{
+	{filterStatus, `"StatusName" = $%d`},
+	{filterName, `"Name" ILIKE $%d`},
+	{filterContent, `"Content" ILIKE $%d`},
+	{filterGroup, `"Group" = $%d`},
 }
 
 // quoteIdent quotes a validated identifier.
@@ -194,19 +217,27 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 
 	q.get = `SELECT ` + cols("") + ` FROM ` + name + ` WHERE "Id" = $1`
 
-	// Empty filters match everything; the planner drops them from custom
-	// plans, so a status filter still uses its index.
-	where := `WHERE ($1::text = '' OR "StatusName" = $1::text)
-		AND ($2::text = '' OR "Name" ILIKE $2::text)
-		AND ($3::text = '' OR "Content" ILIKE $3::text)`
-	if received {
-		where += ` AND ($4::text = '' OR "Group" = $4::text)`
-	} else {
-		where += ` AND $4::text IS NOT NULL` // no Group column: keep the parameter list uniform
+	// One statement per combination of filters: a single statement with
+	// optional filters would let a prepared statement's generic plan scan
+	// the whole table even for a status page.
+	for f := range listFilter(filterAll) {
+		if f&filterGroup != 0 && !received {
+			continue // no Group column
+		}
+		var conds []string
+		for _, c := range listFilters {
+			if f&c.bit != 0 {
+				conds = append(conds, fmt.Sprintf(c.cond, len(conds)+1))
+			}
+		}
+		where := ""
+		if len(conds) > 0 {
+			where = ` WHERE ` + strings.Join(conds, ` AND `)
+		}
+		q.list[f] = `SELECT ` + cols("") + ` FROM ` + name + where + `
+			ORDER BY "Added" DESC, "Id" DESC LIMIT $` + fmt.Sprint(len(conds)+1) + ` OFFSET $` + fmt.Sprint(len(conds)+2)
+		q.count[f] = `SELECT count(*) FROM ` + name + where
 	}
-	q.list = `SELECT ` + cols("") + ` FROM ` + name + ` ` + where + `
-		ORDER BY "Added" DESC, "Id" DESC LIMIT $5 OFFSET $6`
-	q.count = `SELECT count(*) FROM ` + name + ` ` + where
 	q.counts = `SELECT "StatusName", count(*) FROM ` + name + ` GROUP BY "StatusName"`
 	q.delete = `DELETE FROM ` + name + ` WHERE "Id" = ANY($1::bigint[])`
 

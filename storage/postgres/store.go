@@ -392,8 +392,23 @@ func (s *Store[TTx]) List(ctx context.Context, t storage.Table, q storage.ListQu
 	if offset < 0 {
 		offset = 0
 	}
-	filter := []any{string(q.Status), likePattern(q.Name), likePattern(q.Content), q.Group}
-	rs, err := s.b.db().query(ctx, s.q.tables[t].list, append(filter, limit, offset)...)
+	var (
+		f      listFilter
+		filter []any
+	)
+	add := func(bit listFilter, v string) {
+		if v != "" {
+			f |= bit
+			filter = append(filter, v)
+		}
+	}
+	add(filterStatus, string(q.Status))
+	add(filterName, likePattern(q.Name))
+	add(filterContent, likePattern(q.Content))
+	if t == storage.Received {
+		add(filterGroup, q.Group)
+	}
+	rs, err := s.b.db().query(ctx, s.q.tables[t].list[f], append(filter, limit, offset)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("postgres: list %s: %w", t, err)
 	}
@@ -411,7 +426,7 @@ func (s *Store[TTx]) List(ctx context.Context, t storage.Table, q storage.ListQu
 	}
 	rs.Close()
 
-	cs, err := s.b.db().query(ctx, s.q.tables[t].count, filter...)
+	cs, err := s.b.db().query(ctx, s.q.tables[t].count[f], filter...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("postgres: count %s: %w", t, err)
 	}

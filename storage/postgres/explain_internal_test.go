@@ -1,0 +1,149 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/go-cap/cap/storage"
+)
+
+// TestExplainPlans fills both tables with a production-like mix of rows
+// (CAP_TEST_EXPLAIN_ROWS per table, 200,000 by default; the figures in the
+// package documentation come from 1,000,000) and checks that claims, the
+// collector's deletes and the dashboard's status pages read through an index
+// rather than the whole table, with the parameters bound (custom plan) and
+// without (the generic plan a prepared statement may switch to). Run with -v
+// to print the plans.
+func TestExplainPlans(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads a large table")
+	}
+	t.Parallel()
+	rows := 200_000
+	if s := os.Getenv("CAP_TEST_EXPLAIN_ROWS"); s != "" {
+		n, err := strconv.Atoi(s)
+		require.NoError(t, err)
+		rows = n
+	}
+	dsn := os.Getenv("CAP_TEST_POSTGRES")
+	if dsn == "" {
+		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL at %q is unreachable: %v", dsn, err)
+		}
+		t.Skipf("PostgreSQL at %q is unreachable: %v", dsn, err)
+	}
+	defer conn.Close(ctx)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema := "cap_test_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), dsn)
+		require.NoError(t, err)
+		defer c.Close(context.Background())
+		_, err = c.Exec(context.Background(), `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`)
+		require.NoError(t, err)
+	})
+	q := newQueries(schema)
+	_, err = conn.Exec(ctx, q.createSchema)
+	require.NoError(t, err)
+	for _, tbl := range []storage.Table{storage.Published, storage.Received} {
+		tq := q.tables[tbl]
+		_, err = conn.Exec(ctx, tq.createTable)
+		require.NoError(t, err)
+		for _, stmt := range tq.migrate {
+			_, err = conn.Exec(ctx, stmt)
+			require.NoError(t, err)
+		}
+		// 97% Succeeded (1% of them expired), 1% Failed for good, 1% Failed
+		// waiting for a retry, 0.5% due now, 0.5% Delayed; two versions.
+		start := time.Now()
+		group, msgID, groupVal, msgIDVal := "", "", "", ""
+		if tbl == storage.Received {
+			group, msgID = `"Group", "MessageId", `, ``
+			groupVal, msgIDVal = `'g' || (i % 4), 'm' || i, `, ``
+		}
+		_, err = conn.Exec(ctx, `INSERT INTO `+tq.name+` ("Id", "Version", "Name", `+group+msgID+`"Content", "Retries",
+				"Added", "ExpiresAt", "StatusName", "NextAttemptAt")
+			SELECT i, CASE WHEN i % 10 = 0 THEN 'v2' ELSE 'v1' END, 'topic.' || (i % 50), `+groupVal+msgIDVal+`
+				'{"Headers":{"cap-msg-id":"' || i || '"},"Value":{"n":' || i || '}}', 0,
+				n - interval '1 day' + i * interval '1 millisecond',
+				CASE WHEN i % 200 < 194 THEN n + interval '1 hour' WHEN i % 200 < 196 THEN n - interval '1 minute'
+					WHEN i % 200 < 198 THEN n + interval '15 days' WHEN i % 200 = 199 THEN n + interval '1 minute' END,
+				CASE WHEN i % 200 < 196 THEN 'Succeeded' WHEN i % 200 < 198 THEN 'Failed'
+					WHEN i % 200 = 198 THEN 'Scheduled' ELSE 'Delayed' END,
+				CASE WHEN i % 200 < 196 THEN NULL WHEN i % 200 = 196 THEN NULL WHEN i % 200 = 197 THEN n + interval '1 hour'
+					WHEN i % 200 = 198 THEN n - interval '1 second' ELSE n + interval '1 minute' END
+			FROM generate_series(1, $1::int) AS i, (SELECT statement_timestamp() AT TIME ZONE 'UTC' AS n) AS t`, rows)
+		require.NoError(t, err)
+		_, err = conn.Exec(ctx, `VACUUM ANALYZE `+tq.name)
+		require.NoError(t, err)
+		t.Logf("%s: %d rows loaded in %s", tbl, rows, time.Since(start).Round(time.Millisecond))
+	}
+
+	type check struct {
+		name  string
+		query string
+		args  []any
+	}
+	var checks []check
+	for _, tbl := range []storage.Table{storage.Published, storage.Received} {
+		tq := q.tables[tbl]
+		checks = append(checks,
+			check{tbl.String() + " claim", tq.claim, []any{"v1", 100, int64(time.Minute / time.Microsecond)}},
+			check{tbl.String() + " delete expired", tq.deleteExp, []any{1000}},
+			check{tbl.String() + " list failed", tq.list[filterStatus], []any{"Failed", 20, 0}},
+		)
+	}
+	for i, c := range checks {
+		// A prepared statement may switch to a generic plan, made without
+		// the parameters' values; both kinds must use an index.
+		name := "explain_" + strconv.Itoa(i)
+		_, err := conn.Exec(ctx, `PREPARE `+name+` AS `+c.query)
+		require.NoError(t, err)
+		lits := make([]string, len(c.args))
+		for j, a := range c.args {
+			switch v := a.(type) {
+			case string:
+				lits[j] = "'" + v + "'"
+			case int:
+				lits[j] = strconv.Itoa(v)
+			case int64:
+				lits[j] = strconv.FormatInt(v, 10)
+			}
+		}
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			// Statements that write run in a transaction rolled back after.
+			tx, err := conn.Begin(ctx)
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, `SET LOCAL plan_cache_mode = `+mode)
+			require.NoError(t, err)
+			rs, err := tx.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) EXECUTE `+
+				name+`(`+strings.Join(lits, ", ")+`)`, pgx.QueryExecModeSimpleProtocol)
+			require.NoError(t, err)
+			var plan strings.Builder
+			for rs.Next() {
+				var line string
+				require.NoError(t, rs.Scan(&line))
+				plan.WriteString(line + "\n")
+			}
+			require.NoError(t, rs.Err())
+			require.NoError(t, tx.Rollback(ctx))
+			t.Logf("%s (%s):\n%s", c.name, mode, plan.String())
+			require.NotContains(t, plan.String(), "Seq Scan", "%s reads the whole table", c.name)
+		}
+	}
+}
