@@ -7,14 +7,15 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	// Registers the "sqlite" database/sql driver.
 	_ "modernc.org/sqlite"
 )
 
-// BusyTimeout is how long, in milliseconds, a connection opened by Open
-// waits for the write lock before failing with SQLITE_BUSY.
-const BusyTimeout = 10000
+// BusyTimeout is how long a connection opened by Open waits for the write
+// lock before failing with SQLITE_BUSY.
+const BusyTimeout = 10 * time.Second
 
 // Open opens the SQLite database at path with the settings several
 // concurrent writers need, and returns it ready for New:
@@ -23,8 +24,8 @@ const BusyTimeout = 10000
 //     (_txlock=immediate), so a transaction takes the write lock when it
 //     starts and waits for it, instead of failing when it later upgrades a
 //     read lock;
-//   - PRAGMA busy_timeout makes a connection wait up to BusyTimeout
-//     milliseconds for that lock;
+//   - PRAGMA busy_timeout makes a connection wait up to BusyTimeout for
+//     that lock;
 //   - PRAGMA journal_mode=WAL lets readers run while one connection writes.
 //
 // path is a file name ("app.db") or a SQLite URI ("file:app.db?mode=rwc");
@@ -43,7 +44,7 @@ func Open(path string) (*sql.DB, error) {
 	}
 	memory := isMemory(path)
 	params := url.Values{}
-	params.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout))
+	params.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()))
 	if !memory {
 		// An in-memory database has no WAL; its journal stays in memory.
 		params.Add("_pragma", "journal_mode(WAL)")

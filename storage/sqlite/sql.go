@@ -12,6 +12,7 @@ const timeLayout = "2006-01-02 15:04:05.000"
 // number of ids.
 type tableSQL struct {
 	insert         string
+	claimProbe     string
 	claimSelect    string
 	claimUpdate    string
 	reschedule     string
@@ -142,6 +143,11 @@ ON CONFLICT (MessageId, "Group") DO NOTHING`
 WHERE Id = ?7`
 	return tableSQL{
 		insert: insert,
+		// claimProbe looks for a due row without the write lock, so idle
+		// pollers do not queue behind writers.
+		claimProbe: `SELECT 1 FROM ` + t + `
+WHERE Version = ? AND NextAttemptAt IS NOT NULL AND NextAttemptAt <= ?
+LIMIT 1`,
 		// The claim runs in one write transaction: the rows are read in due
 		// order, then leased. SQLite's single writer makes it exclusive.
 		claimSelect: `SELECT ` + cols + ` FROM ` + t + `

@@ -302,12 +302,20 @@ func (s *Storage) InsertReceived(ctx context.Context, rec *storage.Record) (bool
 
 // Claim leases up to req.Limit due rows of t, oldest due first. The rows
 // are read and leased in one write transaction; SQLite has one writer at a
-// time, so no other claim sees them as due.
+// time, so no other claim sees them as due. A claim that finds nothing due
+// does not take the write lock.
 func (s *Storage) Claim(ctx context.Context, t storage.Table, req storage.ClaimRequest) ([]*storage.Record, error) {
 	if req.Limit <= 0 {
 		return nil, nil
 	}
 	q := s.sql.table(kind(t))
+	var one int
+	switch err := s.db.QueryRowContext(ctx, q.claimProbe, req.Version, formatTime(now())).Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("sqlite: claim %s: %w", t, err)
+	}
 	var recs []*storage.Record
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		// Read the clock once the write lock is held, not before waiting.

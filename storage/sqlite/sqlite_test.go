@@ -75,7 +75,7 @@ func TestOpenSettings(t *testing.T) {
 	require.NoError(t, db.QueryRowContext(t.Context(), `PRAGMA journal_mode`).Scan(&mode))
 	require.Equal(t, "wal", mode)
 	require.NoError(t, db.QueryRowContext(t.Context(), `PRAGMA busy_timeout`).Scan(&busy))
-	require.Equal(t, sqlite.BusyTimeout, busy)
+	require.EqualValues(t, sqlite.BusyTimeout.Milliseconds(), busy)
 
 	_, err := sqlite.Open("")
 	require.Error(t, err)
