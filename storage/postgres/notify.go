@@ -46,6 +46,7 @@ func (s *Store[TTx]) Notifications(ctx context.Context) (<-chan struct{}, error)
 		config: config,
 		listen: s.q.listen,
 		log:    s.opts.Logger,
+		trail:  s.opts.NotifyInterval,
 		ch:     make(chan struct{}, 1),
 	}
 	go l.run(ctx)
@@ -56,7 +57,11 @@ type listener struct {
 	config func(context.Context) (*pgx.ConnConfig, error)
 	listen string
 	log    *slog.Logger
-	ch     chan struct{}
+	// trail is the first delay of the wake-ups that follow a notification
+	// (Options.NotifyInterval); none when not positive.
+	trail time.Duration
+	ch    chan struct{}
+	heard bool // a notification arrived during the last wait
 }
 
 // wake signals the channel without blocking; one pending value stands for
@@ -99,7 +104,10 @@ func (l *listener) session(ctx context.Context) (listened bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) { l.wake() }
+	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) {
+		l.heard = true
+		l.wake()
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return false, err
@@ -113,21 +121,50 @@ func (l *listener) session(ctx context.Context) (listened bool, err error) {
 		return false, err
 	}
 	l.wake()
+	var (
+		lastIO   = time.Now() // of the last read or ping
+		next     time.Time    // of the next trailing wake-up; zero for none
+		trailing time.Duration
+	)
 	for {
-		wctx, cancel := context.WithTimeout(ctx, listenPing)
+		wait := listenPing - time.Since(lastIO)
+		if !next.IsZero() {
+			wait = min(wait, time.Until(next))
+		}
+		wctx, cancel := context.WithTimeout(ctx, max(wait, 0))
+		l.heard = false
 		err := conn.PgConn().WaitForNotification(wctx)
 		timedOut := wctx.Err() != nil
 		cancel()
 		switch {
-		case err == nil: // OnNotification has signalled
 		case ctx.Err() != nil:
 			return true, ctx.Err()
-		case timedOut:
+		case err != nil && !timedOut:
+			return true, err
+		}
+		now := time.Now()
+		if err == nil || l.heard {
+			lastIO = now
+		}
+		if l.heard && l.trail > 0 {
+			// Transactions that skipped their NOTIFY because this one was
+			// recent commit around now: look again a little later.
+			trailing, next = l.trail, now.Add(l.trail)
+			continue
+		}
+		if !next.IsZero() && !now.Before(next) {
+			l.wake()
+			if trailing *= 2; trailing <= 4*l.trail {
+				next = now.Add(trailing)
+			} else {
+				next = time.Time{}
+			}
+		}
+		if now.Sub(lastIO) >= listenPing {
 			if err := conn.Ping(ctx); err != nil {
 				return true, err
 			}
-		default:
-			return true, err
+			lastIO = time.Now()
 		}
 	}
 }

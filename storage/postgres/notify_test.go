@@ -39,15 +39,15 @@ func TestNotifications(t *testing.T) {
 	t.Parallel()
 	t.Run("pgx", func(t *testing.T) {
 		t.Parallel()
-		exerciseNotify(t, newPgx(t, postgres.Options{}))
+		exerciseNotify(t, newPgx(t, postgres.Options{NotifyInterval: -1}))
 	})
 	t.Run("sql", func(t *testing.T) {
 		t.Parallel()
-		exerciseNotify(t, newSQL(t, postgres.Options{}))
+		exerciseNotify(t, newSQL(t, postgres.Options{NotifyInterval: -1}))
 	})
 	t.Run("sql-ListenConnString", func(t *testing.T) {
 		t.Parallel()
-		exerciseNotify(t, newSQL(t, postgres.Options{ListenConnString: dsn()}))
+		exerciseNotify(t, newSQL(t, postgres.Options{NotifyInterval: -1, ListenConnString: dsn()}))
 	})
 }
 
@@ -115,7 +115,7 @@ func TestNotificationsResumeAfterDisconnect(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := newPgx(t, postgres.Options{})
+	s := newPgx(t, postgres.Options{NotifyInterval: -1})
 	ch, err := s.Notifications(ctx)
 	require.NoError(t, err)
 	requireSignal(t, ch, "after LISTEN")
@@ -141,7 +141,7 @@ func TestDisableNotify(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pool, db := connect(t)
-	listening := newPgx(t, postgres.Options{})
+	listening := newPgx(t, postgres.Options{NotifyInterval: -1})
 	ch, err := listening.Notifications(ctx)
 	require.NoError(t, err)
 	requireSignal(t, ch, "after LISTEN")
@@ -166,6 +166,61 @@ func TestDisableNotify(t *testing.T) {
 	// above could have failed.
 	require.NoError(t, listening.InsertPublished(ctx, []*storage.Record{rec("loud")}))
 	requireSignal(t, ch, "without DisableNotify")
+}
+
+// TestNotifyInterval: within the interval only the first transaction runs
+// NOTIFY, as a plain LISTEN connection sees.
+func TestNotifyInterval(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newPgx(t, postgres.Options{NotifyInterval: time.Hour})
+	conn, err := pgx.Connect(ctx, dsn())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `LISTEN "`+s.Schema()+`_published"`)
+	require.NoError(t, err)
+	heard := func() bool {
+		wctx, cancel := context.WithTimeout(ctx, quiet)
+		defer cancel()
+		return conn.PgConn().WaitForNotification(wctx) == nil
+	}
+	publish := func() {
+		tx, err := s.Begin(ctx)
+		require.NoError(t, err)
+		require.NoError(t, s.InsertPublishedTx(ctx, tx, []*storage.Record{rec("limited")}))
+		require.NoError(t, s.Commit(ctx, tx))
+	}
+	publish()
+	require.True(t, heard(), "the first transaction notifies")
+	publish()
+	publish()
+	require.False(t, heard(), "later ones within the interval do not")
+}
+
+// TestNotifyTrailingWake: a transaction that skipped its NOTIFY because
+// another had just sent one is still heard, through the listener's
+// trailing wake-ups.
+func TestNotifyTrailingWake(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := newPgx(t, postgres.Options{NotifyInterval: 100 * time.Millisecond})
+	ch, err := s.Notifications(ctx)
+	require.NoError(t, err)
+	requireSignal(t, ch, "after LISTEN")
+	require.NoError(t, s.InsertPublished(ctx, []*storage.Record{rec("first")}))
+	requireSignal(t, ch, "first commit")
+	require.NoError(t, s.InsertPublished(ctx, []*storage.Record{rec("second")}))
+	requireSignal(t, ch, "trailing wake-up")
+	// The trailing wake-ups stop after 7 intervals.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ch:
+		case <-time.After(time.Until(deadline)):
+		}
+	}
+	requireNoSignal(t, ch, "trailing wake-ups end")
 }
 
 func TestListenConnStringInvalid(t *testing.T) {

@@ -3,12 +3,16 @@ package postgres
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/go-cap/cap/storage"
 )
 
 // DefaultSchema is the schema CAP creates its tables in.
 const DefaultSchema = "cap"
+
+// DefaultNotifyInterval is the default Options.NotifyInterval.
+const DefaultNotifyInterval = 50 * time.Millisecond
 
 // Options configures a PostgreSQL storage. The zero value means the defaults.
 type Options struct {
@@ -21,6 +25,18 @@ type Options struct {
 	// rows by polling only. Set it behind PgBouncer in transaction pooling
 	// mode, where a LISTEN connection does not receive notifications.
 	DisableNotify bool
+
+	// NotifyInterval limits the notifications this storage sends. A
+	// transaction that runs NOTIFY holds a database-wide lock while it
+	// commits, which serialises concurrent committers; so a transaction
+	// inserting due rows notifies only when no other did in the last
+	// NotifyInterval, and the listener wakes the bus again 1, 3 and 7
+	// NotifyIntervals after each notification, for the transactions that
+	// committed meanwhile without one. A row committed later than that
+	// without a notification waits for the bus's poll. Defaults to
+	// DefaultNotifyInterval; a negative value makes every such transaction
+	// notify.
+	NotifyInterval time.Duration
 
 	// ListenConnString is the connection string of the dedicated connection
 	// that LISTENs for new rows, for example when the pool goes through a
@@ -43,6 +59,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if err := storage.ValidateIdentifier("schema", o.Schema); err != nil {
 		return o, fmt.Errorf("postgres: %w", err)
+	}
+	if o.NotifyInterval == 0 {
+		o.NotifyInterval = DefaultNotifyInterval
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,6 +37,11 @@ type Store[TTx any] struct {
 	b    backend[TTx]
 	q    *queries
 	opts Options
+
+	// epoch and lastNotify (time since epoch of the last NOTIFY, 0 for
+	// none) implement Options.NotifyInterval.
+	epoch      time.Time
+	lastNotify atomic.Int64
 }
 
 var (
@@ -71,7 +77,7 @@ func newStore[TTx any](b backend[TTx], opts Options) (*Store[TTx], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store[TTx]{b: b, q: newQueries(opts.Schema), opts: opts}, nil
+	return &Store[TTx]{b: b, q: newQueries(opts.Schema), opts: opts, epoch: time.Now()}, nil
 }
 
 // Name returns "PostgreSql", CAP's name for this storage.
@@ -112,7 +118,7 @@ func (s *Store[TTx]) InsertPublished(ctx context.Context, recs []*storage.Record
 
 // InsertPublishedTx stores rows in the caller's transaction. When a row is
 // due at once (DueIn <= 0), the transaction also notifies the listeners,
-// which hear of it when it commits.
+// which hear of it when it commits (see Options.NotifyInterval).
 func (s *Store[TTx]) InsertPublishedTx(ctx context.Context, tx TTx, recs []*storage.Record) error {
 	return s.insertPublished(ctx, s.b.in(tx), recs)
 }
@@ -151,7 +157,7 @@ func (s *Store[TTx]) insertPublished(ctx context.Context, q querier, recs []*sto
 		notify = notify || (r.DueIn <= 0 && !r.Terminal)
 	}
 	query := s.q.tables[storage.Published].insert
-	if notify && !s.opts.DisableNotify {
+	if notify && s.shouldNotify() {
 		query = s.q.tables[storage.Published].insertNotify
 	}
 	rs, err := q.query(ctx, query, ids, versions, names, contents, retries, statuses, due, terminal, expires)
@@ -176,6 +182,23 @@ func (s *Store[TTx]) insertPublished(ctx context.Context, q querier, recs []*sto
 		return fmt.Errorf("postgres: insert published: %w", err)
 	}
 	return nil
+}
+
+// shouldNotify reports whether an insert of due rows should NOTIFY, and
+// then counts it as sent.
+func (s *Store[TTx]) shouldNotify() bool {
+	switch {
+	case s.opts.DisableNotify:
+		return false
+	case s.opts.NotifyInterval < 0:
+		return true
+	}
+	now := int64(time.Since(s.epoch)) + 1 // never 0, which means none yet
+	last := s.lastNotify.Load()
+	if last != 0 && now-last < int64(s.opts.NotifyInterval) {
+		return false
+	}
+	return s.lastNotify.CompareAndSwap(last, now)
 }
 
 // InsertReceived stores a received row unless one with the same
