@@ -83,6 +83,8 @@ func testOutcomeRetry[TTx any](t *testing.T, e *env[TTx]) {
 	r := e.rec("outcome.retry")
 	e.insert(r)
 	require.Len(t, e.claim(storage.Published, 10, longLease), 1)
+	// Let time pass, so an ExpiresAt from now would differ from one from Added.
+	sleepUntil(r.Added.Add(50 * time.Millisecond))
 
 	start := time.Now()
 	e.setOutcomes(storage.Published, storage.Outcome{ID: r.ID, Status: storage.StatusFailed, Retries: 1, Content: failedContent,
@@ -101,7 +103,7 @@ func testOutcomeRetry[TTx any](t *testing.T, e *env[TTx]) {
 	require.Equal(t, 1, again[0].Retries)
 	require.Equal(t, string(failedContent), string(again[0].Content))
 	require.NotNil(t, again[0].ExpiresAt)
-	require.WithinDuration(t, r.Added.Add(15*24*time.Hour), *again[0].ExpiresAt, precision)
+	require.WithinDuration(t, r.Added.Add(15*24*time.Hour), *again[0].ExpiresAt, precision, "ExpiresAt = Added + ExpiresIn")
 	e.requireNothingDue(storage.Published)
 }
 

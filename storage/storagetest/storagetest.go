@@ -14,6 +14,28 @@
 // backend. It tolerates storages that serialise writers (SQLite): work that
 // might block behind an open transaction runs in its own goroutine, and the
 // orders the suite would like to force fall back to what the storage allows.
+//
+// It checks, each in a subtest of its own:
+//   - inserts: the values written back (Added, NextAttemptAt, ExpiresAt),
+//     atomic batches, rows of a rolled-back transaction never claimed, rows
+//     of a committed one claimed once and not before the commit;
+//   - transactions committed out of order and rolled back while a claimer
+//     runs (three in a fixed order, then Concurrent in a random one): every
+//     committed row claimed exactly once, nothing else;
+//   - Concurrent claimers over 2,000 rows never share a row and get them all;
+//   - Claim by Version, Limit and NextAttemptAt order, per table; leases;
+//     Reschedule; delayed rows;
+//   - outcomes (SetOutcomes, SetOutcomesTx with commit, rollback, ErrStale,
+//     ErrNotFound, and concurrent transactions racing to succeed);
+//   - Received de-duplication on (MessageID, Group), also under concurrency;
+//   - DeleteExpired; List paging, filters and order; Get; Counts; Delete;
+//   - Migrate run again concurrently; Content round trips (non-ASCII,
+//     quotes, 1 MB); Notifier and Namer when implemented.
+//
+// Time checks allow 2 ms between values a storage derives from one "now"
+// and 2 s between the database's clock and the test's, so the database must
+// run on a clock close to this machine's (loopback in practice). The whole
+// suite takes a few seconds; the longest subtest waits for a 1 s delay.
 package storagetest
 
 import (
