@@ -29,10 +29,13 @@ const (
 // The connection comes from Options.ListenConnString when set, else from
 // the configuration of the pool (New) or of a connection of the *sql.DB
 // (NewSQL); it is opened outside the pool and does not count against it.
-// With Options.DisableNotify it returns ErrNotifyDisabled.
+// With Options.DisableNotify there is no listener: the channel receives
+// nothing and is closed when ctx ends.
 func (s *Store[TTx]) Notifications(ctx context.Context) (<-chan struct{}, error) {
 	if s.opts.DisableNotify {
-		return nil, ErrNotifyDisabled
+		ch := make(chan struct{})
+		context.AfterFunc(ctx, func() { close(ch) })
+		return ch, nil
 	}
 	config := s.b.connConfig
 	if s.opts.ListenConnString != "" {
@@ -126,6 +129,11 @@ func (l *listener) session(ctx context.Context) (listened bool, err error) {
 		next     time.Time    // of the next trailing wake-up; zero for none
 		trailing time.Duration
 	)
+	if l.trail > 0 {
+		// Rows committed around the LISTEN may have skipped their NOTIFY
+		// because of one sent before it.
+		trailing, next = l.trail, lastIO.Add(l.trail)
+	}
 	for {
 		wait := listenPing - time.Since(lastIO)
 		if !next.IsZero() {

@@ -150,10 +150,10 @@ func TestDisableNotify(t *testing.T) {
 	require.NoError(t, err)
 	quietSQL, err := postgres.NewSQL(db, postgres.Options{Schema: listening.Schema(), DisableNotify: true})
 	require.NoError(t, err)
-	_, err = quietPgx.Notifications(ctx)
-	require.ErrorIs(t, err, postgres.ErrNotifyDisabled)
-	_, err = quietSQL.Notifications(ctx)
-	require.ErrorIs(t, err, postgres.ErrNotifyDisabled)
+	// No listener: a channel that stays silent until ctx ends.
+	qctx, qcancel := context.WithCancel(ctx)
+	quietCh, err := quietSQL.Notifications(qctx)
+	require.NoError(t, err)
 
 	require.NoError(t, quietPgx.InsertPublished(ctx, []*storage.Record{rec("quiet")}))
 	tx, err := quietSQL.Begin(ctx)
@@ -161,6 +161,14 @@ func TestDisableNotify(t *testing.T) {
 	require.NoError(t, quietSQL.InsertPublishedTx(ctx, tx, []*storage.Record{rec("quiet")}))
 	require.NoError(t, quietSQL.Commit(ctx, tx))
 	requireNoSignal(t, ch, "with DisableNotify")
+	select {
+	case <-quietCh:
+		t.Fatal("a storage with DisableNotify signalled")
+	default:
+	}
+	qcancel()
+	_, open := <-quietCh
+	require.False(t, open, "closed when ctx ends")
 
 	// The same insert through the notifying storage is heard: the check
 	// above could have failed.

@@ -22,9 +22,6 @@ var (
 	// driver; the storage passes Go slices as PostgreSQL arrays, which only
 	// that driver does.
 	ErrNotPgx = errors.New("postgres: *sql.DB must use pgx's stdlib driver")
-	// ErrNotifyDisabled: Notifications was called on a storage with
-	// Options.DisableNotify; the bus must poll.
-	ErrNotifyDisabled = errors.New("postgres: notifications disabled")
 	// ErrNoListenConfig: the listener could not find how to connect; set
 	// Options.ListenConnString.
 	ErrNoListenConfig = errors.New("postgres: no configuration for the listen connection")
