@@ -96,6 +96,7 @@ const (
 // subtest calls h.New once and runs in parallel with the others, so h.New
 // must be safe for concurrent use. Run returns when all subtests have
 // finished, so the caller may release shared resources right after it.
+// Subtests are named Storage/<name>, for go test -run.
 func Run[TTx any](t *testing.T, h Harness[TTx]) {
 	t.Helper()
 	if h.New == nil {
@@ -502,7 +503,8 @@ func (c *claimer[TTx]) waitClaimed(ids []int64) {
 	})
 }
 
-// seen reports whether every id has been claimed, waiting up to softWait.
+// softWaitClaimed waits up to softWait until every id has been claimed,
+// and goes on quietly otherwise.
 func (c *claimer[TTx]) softWaitClaimed(ids []int64) {
 	deadline := time.Now().Add(softWait)
 	for time.Now().Before(deadline) {
