@@ -29,7 +29,7 @@ func (s *Store[TTx]) Migrate(ctx context.Context) (err error) {
 	q := s.b.in(tx)
 	// Held until the transaction ends; CREATE ... IF NOT EXISTS alone races
 	// with a concurrent creator.
-	if _, err := q.exec(ctx, `SELECT pg_advisory_xact_lock($1)`, s.q.lockKey); err != nil {
+	if _, err := q.exec(ctx, s.q.lock, s.q.lockKey); err != nil {
 		return fmt.Errorf("postgres: migrate: lock: %w", err)
 	}
 	if _, err := q.exec(ctx, s.q.createSchema); err != nil {

@@ -30,6 +30,7 @@ type queries struct {
 	tables [2]tableQueries // indexed by storage.Table
 
 	// Migration.
+	lock            string // the migration's advisory lock, held until commit
 	createSchema    string
 	columnExists    string
 	tableExists     string
@@ -106,6 +107,7 @@ func newQueries(schema string) *queries {
 		channel: notifyChannel(schema),
 		lockKey: int64(h.Sum64()),
 
+		lock:         `SELECT pg_advisory_xact_lock($1)`,
 		createSchema: `CREATE SCHEMA IF NOT EXISTS ` + quoteIdent(schema),
 		tableExists: `SELECT EXISTS (SELECT 1 FROM information_schema.tables
 			WHERE table_schema = $1 AND table_name = $2)`,
