@@ -81,6 +81,19 @@ func eventually(t *testing.T, d time.Duration, cond func() bool, msg string, arg
 	}
 }
 
+// recv waits for a value on ch, failing the test after 20 s instead of
+// hanging it.
+func recv[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatalf("timed out waiting on %T", ch)
+		panic("unreachable")
+	}
+}
+
 // received returns the Received rows of a group.
 func received(t *testing.T, s storage.Storage[*sql.Tx], group string) []*storage.Record {
 	t.Helper()
@@ -238,7 +251,7 @@ func TestFailTwiceThenSucceed(t *testing.T) {
 	}))
 	b.start(t)
 	require.NoError(t, b.bus.Publish(context.Background(), "flaky", "x"))
-	m := <-done
+	m := recv(t, done)
 	require.Equal(t, 2, m.Retries)
 	eventually(t, 5*time.Second, func() bool {
 		rs := received(t, b.store, "g.v1")
@@ -310,7 +323,7 @@ func TestDelayedNotBeforeItsTime(t *testing.T) {
 	m, err := message.DecodeContent(pub[0].Content)
 	require.NoError(t, err)
 	require.Equal(t, "00:00:00.4000000", m.Headers[message.HeaderDelayTime])
-	at := <-got
+	at := recv(t, got)
 	require.GreaterOrEqual(t, at.Sub(start), delay, "handled before its time")
 	require.Less(t, at.Sub(start), delay+900*time.Millisecond, "woken by its timer, not the 1 s poll")
 }
@@ -331,7 +344,7 @@ func TestReplyGoesToCallback(t *testing.T) {
 	var parentID string
 	require.NoError(t, b.bus.Publish(context.Background(), "order.pay", order{ID: 9}, cap.WithCallback("order.paid"), cap.WithID("123456789")))
 	parentID = "123456789"
-	r := <-replies
+	r := recv(t, replies)
 	require.True(t, r.Payload.OK)
 	require.Equal(t, parentID, r.Headers[message.HeaderCorrelationID])
 	require.Equal(t, "1", r.Headers[message.HeaderCorrelationSequence])
@@ -409,7 +422,7 @@ func TestForeignMessage(t *testing.T) {
 		}))
 		b.start(t)
 		require.NoError(t, b.tr.Send(ctx, &message.Message{Headers: message.Headers{message.HeaderMessageName: "ext"}, Body: []byte(`"hi"`)}))
-		m := <-got
+		m := recv(t, got)
 		require.Equal(t, "hi", m.Payload)
 		require.Equal(t, "ext-1", m.ID)
 	})
@@ -431,7 +444,7 @@ func TestDuplicateDeliveryHandledOnce(t *testing.T) {
 	for range 3 {
 		require.NoError(t, b.tr.Send(ctx, msg))
 	}
-	<-seen
+	recv(t, seen)
 	eventually(t, 5*time.Second, func() bool {
 		rs := received(t, b.store, "ledger.v1")
 		return len(rs) == 1 && rs[0].Status == storage.StatusSucceeded
@@ -482,7 +495,7 @@ func TestShutdownInterruptsWithoutSuccess(t *testing.T) {
 	}))
 	require.NoError(t, b.bus.Start(context.Background()))
 	require.NoError(t, b.bus.Publish(context.Background(), "slow", "x"))
-	<-started
+	recv(t, started)
 	sctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	err := b.bus.Shutdown(sctx)
@@ -506,7 +519,7 @@ func TestShutdownInterruptsWithoutSuccess(t *testing.T) {
 	}))
 	require.NoError(t, next.Start(context.Background()))
 	defer next.Shutdown(context.Background())
-	<-done
+	recv(t, done)
 	eventually(t, 5*time.Second, func() bool {
 		rs := received(t, b.store, "g.v1")
 		return len(rs) == 1 && rs[0].Status == storage.StatusSucceeded
@@ -548,9 +561,9 @@ func TestWildcardSubscription(t *testing.T) {
 	b.start(t)
 	ctx := context.Background()
 	require.NoError(t, b.bus.Publish(ctx, "order.created", "x"))
-	require.Equal(t, "exact:order.created", <-got)
+	require.Equal(t, "exact:order.created", recv(t, got))
 	require.NoError(t, b.bus.Publish(ctx, "order.paid", "x"))
-	require.Equal(t, "order.paid", <-got)
+	require.Equal(t, "order.paid", recv(t, got))
 }
 
 func TestRawHandlerGetsBodyAndHeaders(t *testing.T) {
@@ -564,7 +577,7 @@ func TestRawHandlerGetsBodyAndHeaders(t *testing.T) {
 	b.start(t)
 	body := []byte{0, 1, 2, 250, 255}
 	require.NoError(t, b.bus.Publish(context.Background(), "raw", body, cap.WithHeaders(map[string]string{"x-tenant": "acme"})))
-	m := <-got
+	m := recv(t, got)
 	require.Equal(t, body, m.Payload)
 	require.Equal(t, "acme", m.Headers["x-tenant"])
 	require.Equal(t, "g.v1", m.Headers[message.HeaderGroup])
