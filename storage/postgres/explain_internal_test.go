@@ -17,7 +17,7 @@ import (
 )
 
 // TestExplainPlans fills both tables with a production-like mix of rows
-// (CAP_TEST_EXPLAIN_ROWS per table, 200,000 by default; the figures in the
+// (CAP_TEST_EXPLAIN_ROWS per table, 100,000 by default; the figures in the
 // package documentation come from 1,000,000) and checks that claims, the
 // collector's deletes and the dashboard's status pages read through an index
 // rather than the whole table, with the parameters bound (custom plan) and
@@ -28,7 +28,7 @@ func TestExplainPlans(t *testing.T) {
 		t.Skip("loads a large table")
 	}
 	t.Parallel()
-	rows := 200_000
+	rows := 100_000
 	if s := os.Getenv("CAP_TEST_EXPLAIN_ROWS"); s != "" {
 		n, err := strconv.Atoi(s)
 		require.NoError(t, err)

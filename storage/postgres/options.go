@@ -43,7 +43,8 @@ type Options struct {
 	// pooler but the listener can reach PostgreSQL directly. When empty, the
 	// listener connects with the configuration of the pool (New) or of a
 	// connection of the *sql.DB (NewSQL, which then requires pgx's stdlib
-	// driver); it never holds a connection of the pool itself.
+	// driver); it never holds a connection of the pool itself. Hooks of a
+	// pgxpool.Config (BeforeConnect, AfterConnect) do not run for it.
 	ListenConnString string
 
 	// Logger receives the listener's reconnection warnings. Defaults to
