@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"database/sql"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -320,5 +319,4 @@ func TestOptions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "cap", s.Schema())
 	require.Equal(t, "PostgreSql", s.Name())
-	require.True(t, strings.HasPrefix(newSchema(t), "cap_test_"))
 }
