@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -141,11 +142,18 @@ func (m *connManager) dial(urls []string, from int) (*amqp.Connection, int, erro
 	var errs []error
 	for i := range urls {
 		idx := (from + i) % len(urls)
+		// A clone per dial: the library writes the host of the URL into the
+		// config's ServerName, which would race between the two connections
+		// and pin every later address to the first one's name.
+		var tlsCfg *tls.Config
+		if m.cfg.TLS != nil {
+			tlsCfg = m.cfg.TLS.Clone()
+		}
 		props := amqp.NewConnectionProperties()
 		props.SetClientConnectionName(m.cfg.ConnectionName + " " + m.role)
 		conn, err := amqp.DialConfig(urls[idx], amqp.Config{
 			Heartbeat:       m.cfg.Heartbeat,
-			TLSClientConfig: m.cfg.TLS,
+			TLSClientConfig: tlsCfg,
 			Properties:      props,
 			Dial:            amqp.DefaultDial(m.cfg.DialTimeout),
 		})

@@ -93,7 +93,9 @@ func (t *Transport) Exchange() string { return t.exchange }
 
 // Close implements transport.Transport: it closes the consumers (their
 // unacknowledged deliveries return to the broker) and the connections.
-// Receivers then return transport.ErrClosed. It is idempotent.
+// Receivers then return transport.ErrClosed. It is idempotent. It returns
+// once the connections are closed; a connection attempt in progress is
+// waited for (at most Config.DialTimeout).
 func (t *Transport) Close() error {
 	t.mu.Lock()
 	select {
