@@ -32,10 +32,14 @@ type Executor[TTx any] struct {
 
 	mu       sync.Mutex
 	inflight map[int64]struct{}
-	wg       sync.WaitGroup
-	claimWG  sync.WaitGroup
-	stop     context.CancelFunc
-	running  bool
+	// leaseMu keeps lease extensions apart from outcome writes: an
+	// extension must never land after the outcome of the same row, or it
+	// would make a finished row due again. Outcomes take it shared.
+	leaseMu sync.RWMutex
+	wg      sync.WaitGroup
+	claimWG sync.WaitGroup
+	stop    context.CancelFunc
+	running bool
 }
 
 // NewExecutor returns an executor; Run starts it.
@@ -54,6 +58,7 @@ func (e *Executor[TTx]) Run(ctx context.Context) {
 	e.running = true
 	e.mu.Unlock()
 	e.writer = newOutcomeWriter(e.cfg.Store, storage.Received, e.cfg.BatchSize, e.cfg.Logger, e.done)
+	e.writer.lock = e.leaseMu.RLocker()
 	go e.writer.run(ctx)
 	for range e.cfg.Workers {
 		e.wg.Add(1)
@@ -140,18 +145,24 @@ func (e *Executor[TTx]) keepLeases(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		e.mu.Lock()
-		ids := make([]int64, 0, len(e.inflight))
-		for id := range e.inflight {
-			ids = append(ids, id)
-		}
-		e.mu.Unlock()
-		if len(ids) == 0 {
-			continue
-		}
-		if err := e.cfg.Store.Reschedule(ctx, storage.Received, ids, e.cfg.Lease); err != nil && ctx.Err() == nil {
-			e.cfg.Logger.WarnContext(ctx, "cap: extending leases failed", "rows", len(ids), "error", err)
-		}
+		e.extendLeases(ctx)
+	}
+}
+
+func (e *Executor[TTx]) extendLeases(ctx context.Context) {
+	e.leaseMu.Lock()
+	defer e.leaseMu.Unlock()
+	e.mu.Lock()
+	ids := make([]int64, 0, len(e.inflight))
+	for id := range e.inflight {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	if err := e.cfg.Store.Reschedule(ctx, storage.Received, ids, e.cfg.Lease); err != nil && ctx.Err() == nil {
+		e.cfg.Logger.WarnContext(ctx, "cap: extending leases failed", "rows", len(ids), "error", err)
 	}
 }
 
@@ -254,6 +265,8 @@ func (e *Executor[TTx]) execute(ctx context.Context, j job[TTx]) {
 		if ctx.Err() != nil {
 			// Interrupted by shutdown: never Succeeded, and not a failure;
 			// the row is due again at once.
+			e.leaseMu.RLock()
+			defer e.leaseMu.RUnlock()
 			e.done([]int64{j.rec.ID})
 			if rerr := e.cfg.Store.Reschedule(context.WithoutCancel(ctx), storage.Received, []int64{j.rec.ID}, 0); rerr != nil {
 				e.cfg.Logger.WarnContext(ctx, "cap: releasing interrupted message failed", "id", j.rec.ID, "error", rerr)
@@ -319,11 +332,16 @@ func (e *Executor[TTx]) attempt(ctx context.Context, j job[TTx], retries int) er
 		}
 		tx = t
 	}
-	if err := e.complete(ctx, tx, success, reply); err != nil {
+	e.leaseMu.RLock()
+	err = e.complete(ctx, tx, success, reply)
+	if err == nil {
+		e.done([]int64{j.rec.ID})
+	}
+	e.leaseMu.RUnlock()
+	if err != nil {
 		_ = e.cfg.Store.Rollback(context.WithoutCancel(ctx), tx)
 		return err
 	}
-	e.done([]int64{j.rec.ID})
 	if reply != nil {
 		e.disp.Handover(ctx, []*storage.Record{reply.Record}, []*message.Message{reply.Message})
 	}

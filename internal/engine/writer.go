@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/go-cap/cap/storage"
@@ -19,6 +20,8 @@ type outcomeWriter[TTx any] struct {
 	log    *slog.Logger
 	done   chan struct{}
 	onDone func(ids []int64) // called after a batch is written or given up
+	// lock, when set, is held while a batch is written and onDone runs.
+	lock sync.Locker
 }
 
 func newOutcomeWriter[TTx any](store storage.Storage[TTx], t storage.Table, max int, log *slog.Logger, onDone func([]int64)) *outcomeWriter[TTx] {
@@ -71,6 +74,10 @@ func (w *outcomeWriter[TTx]) run(ctx context.Context) {
 }
 
 func (w *outcomeWriter[TTx]) write(ctx context.Context, batch []storage.Outcome) {
+	if w.lock != nil {
+		w.lock.Lock()
+		defer w.lock.Unlock()
+	}
 	ids := make([]int64, len(batch))
 	for i, o := range batch {
 		ids[i] = o.ID
