@@ -582,3 +582,29 @@ func TestRawHandlerGetsBodyAndHeaders(t *testing.T) {
 	require.Equal(t, "acme", m.Headers["x-tenant"])
 	require.Equal(t, "g.v1", m.Headers[message.HeaderGroup])
 }
+
+// A handler that runs longer than the lease keeps its row: the lease is
+// extended, so no instance (this one included) runs it a second time.
+func TestLongHandlerKeepsItsLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t, cap.Options{Lease: 90 * time.Millisecond, PollInterval: 10 * time.Millisecond})
+	var calls atomic.Int32
+	done := make(chan struct{})
+	require.NoError(t, cap.Subscribe(b.bus, "slow", "g", func(ctx context.Context, m cap.Msg[string]) error {
+		if calls.Add(1) == 1 {
+			time.Sleep(600 * time.Millisecond) // the subject of the test: a handler outliving its lease
+			close(done)
+		}
+		return nil
+	}))
+	b.start(t)
+	require.NoError(t, b.bus.Publish(context.Background(), "slow", "x"))
+	recv(t, done)
+	eventually(t, 5*time.Second, func() bool {
+		rs := received(t, b.store, "g.v1")
+		return len(rs) == 1 && rs[0].Status == storage.StatusSucceeded
+	}, "Succeeded")
+	time.Sleep(300 * time.Millisecond) // several lease periods after success
+	require.EqualValues(t, 1, calls.Load())
+	require.Nil(t, received(t, b.store, "g.v1")[0].NextAttemptAt)
+}
