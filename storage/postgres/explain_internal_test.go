@@ -104,6 +104,7 @@ func TestExplainPlans(t *testing.T) {
 		tq := q.tables[tbl]
 		checks = append(checks,
 			check{tbl.String() + " claim", tq.claim, []any{"v1", 100, int64(time.Minute / time.Microsecond)}},
+			check{tbl.String() + " claim 1000", tq.claim, []any{"v1", 1000, int64(time.Minute / time.Microsecond)}},
 			check{tbl.String() + " delete expired", tq.deleteExp, []any{1000}},
 			check{tbl.String() + " list failed", tq.list[filterStatus], []any{"Failed", 20, 0}},
 		)

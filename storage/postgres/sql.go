@@ -178,7 +178,9 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 
 	// The sub-select locks due rows, skipping those another claimer holds;
 	// the update pushes them a lease ahead. RETURNING gives the old due time
-	// to order the batch by.
+	// to order the batch by. The ANY(ARRAY(...)) condition makes the update
+	// find its rows through the primary key whatever the planner thinks of
+	// the join.
 	q.claim = `WITH due AS (
 			SELECT "Id", "NextAttemptAt" FROM ` + name + `
 			WHERE "Version" = $1 AND "NextAttemptAt" IS NOT NULL AND "NextAttemptAt" <= ` + nowUTC + `
@@ -186,7 +188,7 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 			LIMIT $2
 			FOR UPDATE SKIP LOCKED)
 		UPDATE ` + name + ` AS r SET "NextAttemptAt" = ` + nowUTC + ` + ` + micros("$3") + `
-		FROM due WHERE r."Id" = due."Id"
+		FROM due WHERE r."Id" = due."Id" AND r."Id" = ANY(ARRAY(SELECT "Id" FROM due))
 		RETURNING ` + cols("r.") + `, due."NextAttemptAt"`
 
 	q.reschedule = `UPDATE ` + name + ` SET "NextAttemptAt" = ` + nowUTC + ` + ` + micros("$2") + `
@@ -211,11 +213,13 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 	q.outcomesTx = outcomes + ` AND r."StatusName" <> 'Succeeded' RETURNING r."Id"`
 	q.existing = `SELECT "Id" FROM ` + name + ` WHERE "Id" = ANY($1::bigint[])`
 
-	q.deleteExp = `DELETE FROM ` + name + ` WHERE "Id" IN (
+	// The ids are collected first (an InitPlan), so the delete goes
+	// through the primary key rather than joining the whole table.
+	q.deleteExp = `DELETE FROM ` + name + ` WHERE "Id" = ANY(ARRAY(
 			SELECT "Id" FROM ` + name + `
 			WHERE "ExpiresAt" < ` + nowUTC + ` AND "StatusName" IN ('Succeeded', 'Failed')
 			LIMIT $1
-			FOR UPDATE SKIP LOCKED)`
+			FOR UPDATE SKIP LOCKED))`
 
 	q.get = `SELECT ` + cols("") + ` FROM ` + name + ` WHERE "Id" = $1`
 
