@@ -151,8 +151,11 @@ type Storage[TTx any] interface {
 	// Claim returns up to req.Limit due rows of t, ordered by
 	// NextAttemptAt, and leases them to the caller.
 	Claim(ctx context.Context, t Table, req ClaimRequest) ([]*Record, error)
-	// Reschedule sets NextAttemptAt = now + in for the given rows, whatever
-	// their status: to extend a lease, release a row early or re-drive one.
+	// Reschedule sets NextAttemptAt = now + in for those of the given rows
+	// that still await an attempt (NextAttemptAt not NULL): to extend a
+	// lease or release a row early. A finished row (Succeeded, or Failed for
+	// good) is left alone, so a late extension never makes it due again; to
+	// re-drive one, write an Outcome with Retry.
 	Reschedule(ctx context.Context, t Table, ids []int64, in time.Duration) error
 	// SetOutcomes writes the outcomes of attempts in one transaction.
 	SetOutcomes(ctx context.Context, t Table, outs []Outcome) error

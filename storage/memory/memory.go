@@ -207,7 +207,8 @@ func (s *Storage) Claim(ctx context.Context, t storage.Table, req storage.ClaimR
 	return out, nil
 }
 
-// Reschedule sets NextAttemptAt = now + in for the rows of ids that exist.
+// Reschedule sets NextAttemptAt = now + in for the rows of ids that still
+// await an attempt.
 func (s *Storage) Reschedule(ctx context.Context, t storage.Table, ids []int64, in time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -221,7 +222,7 @@ func (s *Storage) Reschedule(ctx context.Context, t storage.Table, ids []int64, 
 	at := s.now().Add(in)
 	changed := false
 	for _, id := range ids {
-		if r := tb.rows[id]; r != nil {
+		if r := tb.rows[id]; r != nil && r.rec.NextAttemptAt != nil {
 			tb.update(r, func(rec *storage.Record) { rec.NextAttemptAt = timePtr(at) })
 			changed = true
 		}

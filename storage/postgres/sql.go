@@ -192,7 +192,7 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 		RETURNING ` + cols("r.") + `, due."NextAttemptAt"`
 
 	q.reschedule = `UPDATE ` + name + ` SET "NextAttemptAt" = ` + nowUTC + ` + ` + micros("$2") + `
-		WHERE "Id" = ANY($1::bigint[])`
+		WHERE "Id" = ANY($1::bigint[]) AND "NextAttemptAt" IS NOT NULL`
 
 	// Outcomes of many rows in one statement. A NULL content keeps the
 	// stored one.

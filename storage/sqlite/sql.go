@@ -155,7 +155,7 @@ WHERE Version = ? AND NextAttemptAt IS NOT NULL AND NextAttemptAt <= ?
 ORDER BY NextAttemptAt, Id
 LIMIT ?`,
 		claimUpdate:    `UPDATE ` + t + ` SET NextAttemptAt = ? WHERE Id IN (SELECT value FROM json_each(?))`,
-		reschedule:     `UPDATE ` + t + ` SET NextAttemptAt = ? WHERE Id IN (SELECT value FROM json_each(?))`,
+		reschedule:     `UPDATE ` + t + ` SET NextAttemptAt = ? WHERE Id IN (SELECT value FROM json_each(?)) AND NextAttemptAt IS NOT NULL`,
 		setOutcome:     setOutcome,
 		setOutcomeLive: setOutcome + ` AND StatusName <> 'Succeeded'`,
 		exists:         `SELECT 1 FROM ` + t + ` WHERE Id = ?`,

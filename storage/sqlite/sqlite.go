@@ -354,7 +354,8 @@ func (s *Storage) Claim(ctx context.Context, t storage.Table, req storage.ClaimR
 	return recs, nil
 }
 
-// Reschedule sets NextAttemptAt = now + in for the rows ids.
+// Reschedule sets NextAttemptAt = now + in for the rows of ids that still
+// await an attempt.
 func (s *Storage) Reschedule(ctx context.Context, t storage.Table, ids []int64, in time.Duration) error {
 	if len(ids) == 0 {
 		return nil

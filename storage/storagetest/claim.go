@@ -183,8 +183,9 @@ func testLease[TTx any](t *testing.T, e *env[TTx]) {
 	}
 }
 
-// testReschedule: Reschedule sets NextAttemptAt = now + in whatever the
-// Status: 0 makes a row due at once, a long delay postpones it.
+// testReschedule: Reschedule sets NextAttemptAt = now + in for rows that
+// still await an attempt: 0 makes a row due at once, a long delay postpones
+// it; a finished row is left alone, and an outcome with Retry re-drives it.
 func testReschedule[TTx any](t *testing.T, e *env[TTx]) {
 	redrive := e.rec("reschedule.redrive")
 	postpone := e.rec("reschedule.postpone")
@@ -204,8 +205,13 @@ func testReschedule[TTx any](t *testing.T, e *env[TTx]) {
 	e.setOutcomes(storage.Published, storage.Outcome{ID: done.ID, Status: storage.StatusSucceeded, ExpiresIn: time.Hour})
 	require.Nil(t, e.get(storage.Published, done.ID).NextAttemptAt)
 	require.NoError(t, e.s.Reschedule(e.ctx, storage.Published, []int64{done.ID, postpone.ID}, 0))
-	e.requireClaimedSoon(storage.Published, done.ID, postpone.ID)
-	require.Equal(t, storage.StatusSucceeded, e.get(storage.Published, done.ID).Status, "Reschedule changed the Status")
+	e.requireClaimedSoon(storage.Published, postpone.ID)
+	got = e.get(storage.Published, done.ID)
+	require.Nil(t, got.NextAttemptAt, "Reschedule made a finished row due")
+	require.Equal(t, storage.StatusSucceeded, got.Status, "Reschedule changed the Status")
+	// Re-driving a finished row is an outcome with Retry.
+	e.setOutcomes(storage.Published, storage.Outcome{ID: done.ID, Status: storage.StatusScheduled, Retry: true})
+	e.requireClaimedSoon(storage.Published, done.ID)
 
 	require.NoError(t, e.s.Reschedule(e.ctx, storage.Published, nil, 0), "Reschedule of no rows")
 	require.NoError(t, e.s.Reschedule(e.ctx, storage.Published, []int64{e.ids.Next()}, 0), "Reschedule of a missing row")
