@@ -151,19 +151,7 @@ func (d *Dispatcher[TTx]) Stop(ctx context.Context) error {
 	d.mu.Unlock()
 	d.claimWG.Wait()
 	close(d.work) // no Handover or claimer writes after running = false
-	done := make(chan struct{})
-	go func() {
-		d.wg.Wait()
-		d.writer.close()
-		<-d.writer.done
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return drain(ctx, &d.wg, d.writer)
 }
 
 func (d *Dispatcher[TTx]) claimLoop(ctx context.Context, notify <-chan struct{}) {

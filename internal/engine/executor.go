@@ -102,19 +102,7 @@ func (e *Executor[TTx]) Stop(ctx context.Context) error {
 	e.mu.Unlock()
 	e.claimWG.Wait()
 	close(e.jobs)
-	done := make(chan struct{})
-	go func() {
-		e.wg.Wait()
-		e.writer.close()
-		<-e.writer.done
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return drain(ctx, &e.wg, e.writer)
 }
 
 // Wait blocks until the workers and the writer have ended.

@@ -105,3 +105,21 @@ func (w *outcomeWriter[TTx]) write(ctx context.Context, batch []storage.Outcome)
 		backoff = min(backoff*2, 2*time.Second)
 	}
 }
+
+// drain waits for the workers in wg to end, then for w to write the
+// outcomes they left, or for ctx.
+func drain[TTx any](ctx context.Context, wg *sync.WaitGroup, w *outcomeWriter[TTx]) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		w.close()
+		<-w.done
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
