@@ -144,48 +144,26 @@ func (o Options) withDefaults() (Options, error) {
 		}
 		o.DefaultGroup = "cap.queue." + strings.ToLower(name)
 	}
-	if o.SucceedMessageExpiredAfter <= 0 {
-		o.SucceedMessageExpiredAfter = DefaultSucceedMessageExpiredAfter
-	}
-	if o.FailedMessageExpiredAfter <= 0 {
-		o.FailedMessageExpiredAfter = DefaultFailedMessageExpiredAfter
-	}
-	if o.FailedRetryCount <= 0 {
-		o.FailedRetryCount = DefaultFailedRetryCount
-	}
-	if o.FailedRetryInterval <= 0 {
-		o.FailedRetryInterval = DefaultFailedRetryInterval
-	}
+	orDefault(&o.SucceedMessageExpiredAfter, DefaultSucceedMessageExpiredAfter)
+	orDefault(&o.FailedMessageExpiredAfter, DefaultFailedMessageExpiredAfter)
+	orDefault(&o.FailedRetryCount, DefaultFailedRetryCount)
+	orDefault(&o.FailedRetryInterval, DefaultFailedRetryInterval)
 	if o.RetryPolicy == nil {
 		o.RetryPolicy = retry.CAP{MaxRetries: o.FailedRetryCount, Interval: o.FailedRetryInterval}
 	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = DefaultPollInterval
-	}
-	if o.Lease <= 0 {
-		o.Lease = DefaultLease
-	}
+	orDefault(&o.PollInterval, DefaultPollInterval)
+	orDefault(&o.Lease, DefaultLease)
 	if o.Lease < 30*time.Millisecond {
 		return o, fmt.Errorf("%w: Lease %v is too short", ErrInvalidOptions, o.Lease)
 	}
-	if o.BatchSize <= 0 {
-		o.BatchSize = DefaultBatchSize
-	}
-	if o.Senders <= 0 {
-		o.Senders = DefaultSenders
-	}
-	if o.ConsumerThreadCount <= 0 {
-		o.ConsumerThreadCount = DefaultConsumerThreadCount
-	}
-	if o.Workers <= 0 {
-		o.Workers = runtime.GOMAXPROCS(0) * 4
-	}
+	orDefault(&o.BatchSize, DefaultBatchSize)
+	orDefault(&o.Senders, DefaultSenders)
+	orDefault(&o.ConsumerThreadCount, DefaultConsumerThreadCount)
+	orDefault(&o.Workers, runtime.GOMAXPROCS(0) * 4)
 	if o.CollectorCleaningInterval == 0 {
 		o.CollectorCleaningInterval = DefaultCollectorCleaningInterval
 	}
-	if o.ShutdownTimeout <= 0 {
-		o.ShutdownTimeout = DefaultShutdownTimeout
-	}
+	orDefault(&o.ShutdownTimeout, DefaultShutdownTimeout)
 	if o.Serializer == nil {
 		o.Serializer = message.JSON{}
 	}
@@ -221,4 +199,11 @@ func (o *Options) topicName(topic string) string {
 		return o.TopicNamePrefix + "." + topic
 	}
 	return topic
+}
+
+// orDefault replaces a zero or negative *v with d.
+func orDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }
