@@ -159,7 +159,7 @@ func (o Options) withDefaults() (Options, error) {
 	orDefault(&o.BatchSize, DefaultBatchSize)
 	orDefault(&o.Senders, DefaultSenders)
 	orDefault(&o.ConsumerThreadCount, DefaultConsumerThreadCount)
-	orDefault(&o.Workers, runtime.GOMAXPROCS(0) * 4)
+	orDefault(&o.Workers, runtime.GOMAXPROCS(0)*4)
 	if o.CollectorCleaningInterval == 0 {
 		o.CollectorCleaningInterval = DefaultCollectorCleaningInterval
 	}
