@@ -1,0 +1,199 @@
+// Command producer is the publishing side of the fault harness
+// (internal/faulttest). It commits numbered orders, each in a business
+// transaction that also publishes one message: the order's row and its
+// message commit together or not at all. One order in ten is rolled back on
+// purpose and its number recorded afterwards. Two orders in three go
+// through bus.InTx, the others through a plain tx.Commit (woken by
+// PostgreSQL's NOTIFY).
+//
+// It writes "READY" to its standard output once its bus has started, and
+// publishes until SIGTERM or SIGINT, then shuts the bus down. A failed start
+// exits with status 1, for the harness to restart it as a supervisor would.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/go-cap/cap"
+	"github.com/go-cap/cap/internal/faulttest"
+)
+
+var errRollback = errors.New("rolled back on purpose")
+
+func main() {
+	var (
+		cfg     faulttest.Config
+		rate    float64
+		writers int
+	)
+	cfg.Flags(flag.CommandLine)
+	flag.Float64Var(&rate, "rate", 100, "orders per second, across writers")
+	flag.IntVar(&writers, "writers", 4, "concurrent business transactions")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).
+		With("program", "producer", "instance", cfg.Instance)
+	if err := cfg.Check(); err != nil {
+		log.Error("bad configuration", "error", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, &cfg, rate, writers, log); err != nil {
+		log.Error("producer failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg *faulttest.Config, rate float64, writers int, log *slog.Logger) error {
+	pool, store, tr, err := cfg.Connect(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	defer tr.Close()
+	bus, err := cfg.NewBus(store, tr, log)
+	if err != nil {
+		return err
+	}
+	if err := bus.Start(ctx); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	fmt.Println(faulttest.Ready)
+	p := &producer{cfg: cfg, pool: pool, bus: bus, log: log}
+
+	tokens := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				close(tokens)
+				return
+			case <-t.C:
+				select {
+				case tokens <- struct{}{}:
+				default: // writers are behind: skip, the rate is a ceiling
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range tokens {
+				if err := p.order(ctx); err != nil && ctx.Err() == nil {
+					p.failed(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bus.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "error", err)
+	}
+	log.Info("stopped", "committed", p.committed, "rolled_back", p.rolledBack, "failed", p.errors)
+	return nil
+}
+
+type producer struct {
+	cfg  *faulttest.Config
+	pool *pgxpool.Pool
+	bus  *cap.Bus[pgx.Tx]
+	log  *slog.Logger
+
+	mu                            sync.Mutex
+	committed, rolledBack, errors int
+	lastLog                       time.Time
+}
+
+// order runs one business transaction.
+func (p *producer) order(ctx context.Context) error {
+	var n int64
+	business := func(ctx context.Context, tx pgx.Tx, via string) error {
+		if err := tx.QueryRow(ctx, `SELECT nextval('`+faulttest.Table(p.cfg.Schema, "order_n")+`')`).Scan(&n); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+faulttest.Table(p.cfg.Schema, "orders")+` (n, producer, via) VALUES ($1, $2, $3)`,
+			n, p.cfg.Instance, via); err != nil {
+			return err
+		}
+		if err := p.bus.PublishTx(ctx, tx, faulttest.Topic, faulttest.Order{N: n, Producer: p.cfg.Instance}); err != nil {
+			return err
+		}
+		if faulttest.RolledBack(n) {
+			return errRollback
+		}
+		return nil
+	}
+	var err error
+	if rand.IntN(3) == 0 {
+		err = p.plain(ctx, business)
+	} else {
+		err = p.bus.InTx(ctx, func(ctx context.Context, tx pgx.Tx) error { return business(ctx, tx, "intx") })
+	}
+	switch {
+	case errors.Is(err, errRollback):
+		// Recorded after the fact; a kill in between only leaves it out of
+		// the report, the checks do not depend on it.
+		if _, err := p.pool.Exec(ctx, `INSERT INTO `+faulttest.Table(p.cfg.Schema, "rolled_back")+` (n) VALUES ($1)`, n); err != nil {
+			return fmt.Errorf("record rollback of %d: %w", n, err)
+		}
+		p.count(&p.rolledBack)
+		return nil
+	case err != nil:
+		return err
+	}
+	p.count(&p.committed)
+	return nil
+}
+
+// plain runs business in a transaction committed with tx.Commit, which the
+// bus does not see: PostgreSQL's notification wakes the dispatcher.
+func (p *producer) plain(ctx context.Context, business func(context.Context, pgx.Tx, string) error) error {
+	tx, err := p.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	if err := business(ctx, tx, "commit"); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+func (p *producer) count(c *int) {
+	p.mu.Lock()
+	*c++
+	p.mu.Unlock()
+}
+
+// failed logs a failed transaction, at most once a second, and slows down.
+func (p *producer) failed(err error) {
+	p.mu.Lock()
+	p.errors++
+	logIt := time.Since(p.lastLog) > time.Second
+	if logIt {
+		p.lastLog = time.Now()
+	}
+	p.mu.Unlock()
+	if logIt {
+		p.log.Warn("business transaction failed", "error", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+}

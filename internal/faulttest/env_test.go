@@ -1,0 +1,288 @@
+//go:build faults
+
+package faulttest_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	defaultDSN  = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	defaultAMQP = "amqp://guest:guest@127.0.0.1:5672/"
+	// reachTimeout bounds the wait for a restarted service.
+	reachTimeout = 90 * time.Second
+)
+
+// env is what every scenario shares: the servers, the built programs and
+// the run's names.
+type env struct {
+	dsn, amqpURL string
+	pool         *pgxpool.Pool
+	bin          string // directory holding producer and consumer
+	logDir       string
+	run          string // short random id in every name the run creates
+	keep         bool   // CAP_FAULT_KEEP: leave schemas and queues for inspection
+	// restart is empty when the services can be restarted, else why not.
+	restart string
+	pgVer   string
+}
+
+func ci() bool { return os.Getenv("CI") == "true" }
+
+// unavailable skips the test, or fails it under CI, where a missing
+// service is a failure.
+func unavailable(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if ci() {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+func getenv(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{
+		dsn:     getenv("CAP_TEST_POSTGRES", defaultDSN),
+		amqpURL: getenv("CAP_TEST_RABBITMQ", defaultAMQP),
+		keep:    os.Getenv("CAP_FAULT_KEEP") != "",
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	e.run = hex.EncodeToString(b)
+	pool, err := pgxpool.New(context.Background(), e.dsn)
+	require.NoError(t, err)
+	e.pool = pool
+	t.Cleanup(pool.Close)
+	e.restart = e.canRestart()
+	// A service left down by an interrupted earlier run comes back first.
+	if e.restart == "" {
+		if err := e.ensureUp(); err != nil {
+			t.Logf("bringing the services up: %v", err)
+		}
+	}
+	if err := e.waitPostgres(5 * time.Second); err != nil {
+		unavailable(t, "PostgreSQL at CAP_TEST_POSTGRES=%q is unreachable: %v", e.dsn, err)
+	}
+	conn, err := amqp.Dial(e.amqpURL)
+	if err != nil {
+		unavailable(t, "RabbitMQ at CAP_TEST_RABBITMQ=%q is unreachable: %v", e.amqpURL, err)
+	}
+	_ = conn.Close()
+
+	e.logDir = os.Getenv("CAP_FAULT_LOGDIR")
+	if e.logDir == "" {
+		e.logDir = t.TempDir()
+	} else {
+		e.logDir = filepath.Join(e.logDir, e.run)
+		require.NoError(t, os.MkdirAll(e.logDir, 0o755))
+	}
+	e.bin = t.TempDir()
+	args := []string{"build", "-o", e.bin + string(os.PathSeparator)}
+	if os.Getenv("CAP_FAULT_RACE") != "" {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/producer", "./cmd/consumer")
+	start := time.Now()
+	out, err := exec.Command("go", args...).CombinedOutput()
+	require.NoError(t, err, "go %s: %s", strings.Join(args, " "), out)
+	t.Logf("run %s: programs built in %v; logs in %s", e.run, time.Since(start).Round(time.Millisecond), e.logDir)
+	return e
+}
+
+// canRestart says why the services cannot be restarted here, or "".
+func (e *env) canRestart() string {
+	for _, u := range []string{e.dsn, e.amqpURL} {
+		if pu, err := url.Parse(u); err != nil || !loopback(pu.Hostname()) {
+			return "the services are not on this machine"
+		}
+	}
+	if os.Geteuid() != 0 {
+		return "restarting PostgreSQL and RabbitMQ needs root"
+	}
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		return "rabbitmqctl not found"
+	}
+	if _, err := exec.LookPath("pg_ctlcluster"); err != nil {
+		return "pg_ctlcluster not found"
+	}
+	vers, err := os.ReadDir("/etc/postgresql")
+	if err != nil || len(vers) == 0 {
+		return "no PostgreSQL cluster under /etc/postgresql"
+	}
+	e.pgVer = vers[0].Name()
+	return ""
+}
+
+// needRestart skips a scenario that restarts services where that is not
+// possible (fails it under CI).
+func (e *env) needRestart(t *testing.T) {
+	t.Helper()
+	if e.restart != "" {
+		unavailable(t, "%s", e.restart)
+	}
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func command(name string, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func (e *env) pgctl(action string) error {
+	return command("pg_ctlcluster", "--skip-systemctl-redirect", e.pgVer, "main", action)
+}
+
+// restartRabbitMQ stops the broker's application for down, then starts it
+// and waits until it accepts connections. The broker is started again
+// whatever happens in between.
+func (e *env) restartRabbitMQ(down time.Duration) (err error) {
+	if err := command("rabbitmqctl", "stop_app"); err != nil {
+		return err
+	}
+	defer func() {
+		serr := command("rabbitmqctl", "start_app")
+		werr := e.waitRabbitMQ(reachTimeout)
+		if err == nil {
+			err = werr
+		}
+		if err != nil && serr != nil {
+			err = fmt.Errorf("%w (start_app: %v)", err, serr)
+		}
+	}()
+	time.Sleep(down)
+	return nil
+}
+
+// restartPostgres stops the cluster (fast mode: sessions are cut, open
+// transactions roll back) for down, then starts it and waits until it
+// accepts queries. The cluster is started again whatever happens.
+func (e *env) restartPostgres(down time.Duration) (err error) {
+	if err := e.pgctl("stop"); err != nil {
+		return err
+	}
+	defer func() {
+		serr := e.pgctl("start")
+		werr := e.waitPostgres(reachTimeout)
+		if err == nil {
+			err = werr
+		}
+		if err != nil && serr != nil {
+			err = fmt.Errorf("%w (start: %v)", err, serr)
+		}
+	}()
+	time.Sleep(down)
+	return nil
+}
+
+func (e *env) waitRabbitMQ(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		conn, err := amqp.DialConfig(e.amqpURL, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
+		if err == nil {
+			_ = conn.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("RabbitMQ not reachable %v after its restart: %w", d, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (e *env) waitPostgres(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var one int
+		err := e.pool.QueryRow(ctx, `SELECT 1`).Scan(&one)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("PostgreSQL not reachable %v after its restart: %w", d, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ensureUp starts a service that is down (after an interrupted run) and
+// waits for it; it reports what it could not bring back.
+func (e *env) ensureUp() error {
+	var errs []error
+	if err := e.waitRabbitMQ(time.Second); err != nil {
+		_ = command("rabbitmqctl", "start_app")
+		errs = append(errs, e.waitRabbitMQ(reachTimeout))
+	}
+	if err := e.waitPostgres(time.Second); err != nil {
+		_ = e.pgctl("start")
+		errs = append(errs, e.waitPostgres(reachTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// deleteBrokerObjects removes a scenario's queues and exchange.
+func (e *env) deleteBrokerObjects(prefix string, queues []string) error {
+	conn, err := amqp.Dial(e.amqpURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	for _, q := range queues {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			return fmt.Errorf("delete queue %s: %w", q, err)
+		}
+	}
+	if err := ch.ExchangeDelete(prefix, false, false); err != nil {
+		return fmt.Errorf("delete exchange %s: %w", prefix, err)
+	}
+	return nil
+}
+
+func atoiEnv(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return v
+	}
+	return def
+}
