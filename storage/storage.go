@@ -147,6 +147,12 @@ type Storage[TTx any] interface {
 	// InsertReceived stores a Received row unless one with the same
 	// (MessageID, Group) exists; it reports whether it inserted.
 	InsertReceived(ctx context.Context, rec *Record) (inserted bool, err error)
+	// InsertReceivedBatch stores several Received rows in one transaction:
+	// each unless a row with its (MessageID, Group) exists, in the table or
+	// earlier in recs. It reports for each row whether it inserted, and
+	// stores nothing when it fails. The consumer stores deliveries with it,
+	// so that a burst of them costs one commit.
+	InsertReceivedBatch(ctx context.Context, recs []*Record) (inserted []bool, err error)
 
 	// Claim returns up to req.Limit due rows of t, ordered by
 	// NextAttemptAt, and leases them to the caller.

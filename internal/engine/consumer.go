@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -17,6 +18,11 @@ import (
 // Consumers receives the messages of every group from the transport, stores
 // them in the Received table (a duplicate of (cap-msg-id, group) is acked
 // and dropped), acks them and passes them to the Executor.
+//
+// Each broker consumer has two goroutines: a receiver that prepares the
+// rows, and a storer that inserts what has arrived meanwhile in one
+// transaction (InsertReceivedBatch) and only then acks. A delivery is never
+// acked before its row is committed, and one commit covers a burst.
 type Consumers[TTx any] struct {
 	cfg  *Config[TTx]
 	reg  *Registry[TTx]
@@ -69,13 +75,33 @@ func (c *Consumers[TTx]) Stop() {
 	c.wg.Wait()
 }
 
+// arrival is a delivery on its way into the Received table.
+type arrival[TTx any] struct {
+	d   transport.Delivery
+	msg *message.Message
+	rec *storage.Record
+	sub *Subscriber[TTx] // nil: stored as Failed for good, for cause
+	// cause is why the message can never be handled, when sub is nil.
+	cause error
+}
+
 func (c *Consumers[TTx]) loop(ctx context.Context, group string, topics []string, cons transport.Consumer) {
+	in := make(chan *arrival[TTx], c.cfg.BatchSize)
+	var storer sync.WaitGroup
+	storer.Go(func() { c.storeLoop(ctx, group, in) })
+	defer storer.Wait()
+	defer close(in)
+
 	backoff := 100 * time.Millisecond
 	for {
 		d, err := cons.Receive(ctx)
 		if err == nil {
 			backoff = 100 * time.Millisecond
-			c.accept(ctx, group, d)
+			select {
+			case in <- c.prepare(group, d):
+			case <-ctx.Done():
+				return // not acked: the broker delivers it again
+			}
 			continue
 		}
 		if ctx.Err() != nil {
@@ -120,11 +146,11 @@ func (c *Consumers[TTx]) loop(ctx context.Context, group string, topics []string
 	}
 }
 
-// accept stores one delivery and hands it to the executor. It never leaves
-// a delivery that cannot succeed to be redelivered forever: a message
-// without CAP's headers or without a subscriber is stored as Failed and
-// acked; only a storage failure rejects it, for a later redelivery.
-func (c *Consumers[TTx]) accept(ctx context.Context, group string, d transport.Delivery) {
+// prepare makes the Received row of one delivery. A message that can never
+// succeed (no CAP headers, no subscriber in the group) gets a row that is
+// Failed for good, so that it shows on the dashboard and is acked instead
+// of being redelivered in a loop.
+func (c *Consumers[TTx]) prepare(group string, d transport.Delivery) *arrival[TTx] {
 	msg := d.Message()
 	if msg.Headers == nil {
 		msg.Headers = message.Headers{}
@@ -142,42 +168,25 @@ func (c *Consumers[TTx]) accept(ctx context.Context, group string, d transport.D
 		msg.Headers[message.HeaderExecutionInstanceID] = c.cfg.InstanceID
 	}
 	if msg.ID() == "" || msg.Name() == "" {
-		c.reject(ctx, group, d, msg, excHeaders,
+		return c.unhandled(group, d, msg, excHeaders,
 			fmt.Errorf("message on %q has no %s or %s header; set Options.CustomHeaders to accept such messages",
 				d.Topic(), message.HeaderMessageID, message.HeaderMessageName))
-		return
 	}
 	sub := c.reg.Find(group, msg.Name())
 	if sub == nil {
-		c.reject(ctx, group, d, msg, excNotFound, fmt.Errorf("no subscriber of group %q for topic %q", group, msg.Name()))
-		return
+		return c.unhandled(group, d, msg, excNotFound, fmt.Errorf("no subscriber of group %q for topic %q", group, msg.Name()))
 	}
 	content, err := message.EncodeContent(msg)
 	if err != nil {
-		c.reject(ctx, group, d, msg, excHeaders, err)
-		return
+		return c.unhandled(group, d, msg, excHeaders, err)
 	}
 	rec := &storage.Record{ID: c.cfg.NewID(), Version: c.cfg.Version, Name: msg.Name(), Group: group,
 		MessageID: msg.ID(), Content: content, Status: storage.StatusScheduled, DueIn: c.cfg.Lease}
-	inserted, err := c.cfg.Store.InsertReceived(ctx, rec)
-	if err != nil {
-		c.storeFailed(ctx, d, err)
-		return
-	}
-	if err := d.Ack(ctx); err != nil {
-		// Stored already: a redelivery is recognised as a duplicate.
-		c.cfg.Logger.WarnContext(ctx, "cap: ack failed", "group", group, "id", msg.ID(), "error", err)
-	}
-	if !inserted {
-		c.cfg.Logger.DebugContext(ctx, "cap: duplicate message dropped", "group", group, "id", msg.ID())
-		return
-	}
-	c.exec.Submit(ctx, rec, msg, sub)
+	return &arrival[TTx]{d: d, msg: msg, rec: rec, sub: sub}
 }
 
-// reject stores a message that cannot be handled as Failed for good and
-// acks it, so it shows on the dashboard and is never redelivered in a loop.
-func (c *Consumers[TTx]) reject(ctx context.Context, group string, d transport.Delivery, msg *message.Message, typ string, cause error) {
+// unhandled makes the Failed row of a message that cannot be handled.
+func (c *Consumers[TTx]) unhandled(group string, d transport.Delivery, msg *message.Message, typ string, cause error) *arrival[TTx] {
 	id := c.cfg.NewID()
 	msgID := msg.ID()
 	if msgID == "" {
@@ -194,26 +203,110 @@ func (c *Consumers[TTx]) reject(ctx context.Context, group string, d transport.D
 	rec := &storage.Record{ID: id, Version: c.cfg.Version, Name: name, Group: group, MessageID: msgID,
 		Content: content, Status: storage.StatusFailed, Retries: retry.MaxRetries(c.cfg.HandlerRetry),
 		Terminal: true, ExpiresIn: c.cfg.FailedExpiry}
-	if _, err := c.cfg.Store.InsertReceived(ctx, rec); err != nil {
-		c.storeFailed(ctx, d, err)
-		return
-	}
-	if err := d.Ack(ctx); err != nil {
-		c.cfg.Logger.WarnContext(ctx, "cap: ack failed", "group", group, "error", err)
-	}
-	c.cfg.Logger.WarnContext(ctx, "cap: message cannot be handled; stored as Failed", "group", group,
-		"name", name, "id", msgID, "error", cause)
-	if c.cfg.OnFailed != nil {
-		c.cfg.OnFailed(ctx, FailedInfo{Table: storage.Received, Message: msg, Err: cause})
+	return &arrival[TTx]{d: d, msg: msg, rec: rec, cause: cause}
+}
+
+// storeLoop stores what the receiver prepared: it takes every arrival
+// waiting when it wakes, up to BatchSize, so a lone delivery is stored at
+// once and a burst in one transaction. It returns when in is closed.
+func (c *Consumers[TTx]) storeLoop(ctx context.Context, group string, in <-chan *arrival[TTx]) {
+	batch := make([]*arrival[TTx], 0, c.cfg.BatchSize)
+	for a := range in {
+		batch = append(batch[:0], a)
+	fill:
+		for len(batch) < c.cfg.BatchSize {
+			select {
+			case a, ok := <-in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, a)
+			default:
+				break fill
+			}
+		}
+		if ctx.Err() != nil || c.stopped() {
+			// The broker consumer is closed: these deliveries go back to
+			// the broker unacked, and come again.
+			continue
+		}
+		c.store(ctx, group, batch)
 	}
 }
 
-// storeFailed returns a delivery the storage could not take to the broker,
-// and slows down so a database outage does not become a redelivery storm.
-func (c *Consumers[TTx]) storeFailed(ctx context.Context, d transport.Delivery, err error) {
+func (c *Consumers[TTx]) stopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conns == nil
+}
+
+// store inserts the rows of a batch, acks the deliveries whose row is
+// committed (a duplicate of a stored row too) and hands the new rows to the
+// executor. A delivery whose row could not be stored is rejected, for a
+// later redelivery.
+func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arrival[TTx]) {
+	recs := make([]*storage.Record, len(batch))
+	for i, a := range batch {
+		recs[i] = a.rec
+	}
+	inserted, err := c.cfg.Store.InsertReceivedBatch(ctx, recs)
+	var returned []bool // rows that could not be stored, when any
+	if err != nil {
+		if ctx.Err() != nil {
+			return // abrupt stop: the broker delivers them again
+		}
+		// Row by row, so that one row the database refuses does not hold
+		// back the others.
+		c.cfg.Logger.WarnContext(ctx, "cap: storing received messages failed; storing them one by one",
+			"group", group, "messages", len(batch), "error", err)
+		inserted = make([]bool, len(batch))
+		returned = make([]bool, len(batch))
+		for i, a := range batch {
+			ok, err := c.cfg.Store.InsertReceived(ctx, a.rec)
+			if err != nil {
+				c.returnDelivery(ctx, a.d, err)
+				returned[i] = true
+				continue
+			}
+			inserted[i] = ok
+		}
+	}
+	// Acks first: a busy executor must not hold back the acks of the batch.
+	for i, a := range batch {
+		if returned != nil && returned[i] {
+			continue
+		}
+		if err := a.d.Ack(ctx); err != nil {
+			// Stored already: a redelivery is recognised as a duplicate.
+			c.cfg.Logger.WarnContext(ctx, "cap: ack failed", "group", group, "id", a.msg.ID(), "error", err)
+		}
+	}
+	for i, a := range batch {
+		switch {
+		case returned != nil && returned[i]:
+		case a.sub == nil:
+			c.cfg.Logger.WarnContext(ctx, "cap: message cannot be handled; stored as Failed", "group", group,
+				"name", a.rec.Name, "id", a.rec.MessageID, "error", a.cause)
+			if c.cfg.OnFailed != nil {
+				c.cfg.OnFailed(ctx, FailedInfo{Table: storage.Received, Message: a.msg, Err: a.cause})
+			}
+		case !inserted[i]:
+			c.cfg.Logger.DebugContext(ctx, "cap: duplicate message dropped", "group", group, "id", a.msg.ID())
+		default:
+			c.exec.Submit(ctx, a.rec, a.msg, a.sub)
+		}
+	}
+	if slices.Contains(returned, true) {
+		// A database outage must not become a redelivery storm.
+		sleepCtx(ctx, time.Second)
+	}
+}
+
+// returnDelivery gives a delivery the storage could not take back to the
+// broker.
+func (c *Consumers[TTx]) returnDelivery(ctx context.Context, d transport.Delivery, err error) {
 	c.cfg.Logger.WarnContext(ctx, "cap: storing received message failed; returned to the broker", "error", err)
 	if rerr := d.Reject(ctx); rerr != nil {
 		c.cfg.Logger.WarnContext(ctx, "cap: reject failed", "error", rerr)
 	}
-	sleepCtx(ctx, time.Second)
 }

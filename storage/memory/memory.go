@@ -142,6 +142,41 @@ func (s *Storage) InsertReceived(ctx context.Context, rec *storage.Record) (bool
 	return true, nil
 }
 
+// InsertReceivedBatch stores, atomically, each of recs unless a row with
+// its (MessageID, Group) exists or comes earlier in recs, and reports which
+// it stored.
+func (s *Storage) InsertReceivedBatch(ctx context.Context, recs []*storage.Record) ([]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkRecords(recs); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tb := s.tables[storage.Received]
+	inserted := make([]bool, len(recs))
+	fresh := make([]*storage.Record, 0, len(recs))
+	seen := make(map[dedupKey]bool, len(recs))
+	for i, rec := range recs {
+		k := keyOf(rec)
+		if _, dup := tb.keys[k]; dup || seen[k] {
+			continue
+		}
+		seen[k] = true
+		inserted[i] = true
+		fresh = append(fresh, rec)
+	}
+	if err := checkFree(tb, fresh, nil); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	for _, rec := range fresh {
+		tb.add(newRow(rec, now))
+	}
+	return inserted, nil
+}
+
 func checkRecords(recs []*storage.Record) error {
 	for i, rec := range recs {
 		if rec == nil {

@@ -42,6 +42,7 @@ type queries struct {
 type tableQueries struct {
 	name         string // quoted, qualified table name
 	insert       string // published: many rows from arrays; received: one row
+	insertBatch  string // received: many rows from arrays, duplicates skipped
 	insertNotify string // insert that also notifies listeners (published only)
 	claim        string
 	reschedule   string
@@ -157,6 +158,21 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 				FROM (SELECT ` + nowUTC + ` AS t) AS n) AS v
 			ON CONFLICT ("MessageId", "Group") DO NOTHING
 			RETURNING "Added", "ExpiresAt", "NextAttemptAt"`
+		// Rows in key order, so two batches that share keys take their
+		// locks in the same order and never deadlock; the caller removes
+		// duplicates within a batch.
+		q.insertBatch = `INSERT INTO ` + name + ` ("Id", "Version", "Name", "Group", "MessageId", "Content", "Retries",
+				"Added", "ExpiresAt", "StatusName", "NextAttemptAt")
+			SELECT v.id, v.version, v.name, v.grp, v.msgid, v.content, v.retries, v.t, ` + expires + `, v.status, v.nxt
+			FROM (SELECT r.*, n.t,
+					CASE WHEN r.terminal THEN NULL ELSE n.t + (r.due * interval '1 microsecond') END AS nxt
+				FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+						$8::text[], $9::bigint[], $10::bigint[], $11::bool[])
+					AS r(id, version, name, grp, msgid, content, retries, status, due, expires, terminal),
+					(SELECT ` + nowUTC + ` AS t) AS n) AS v
+			ORDER BY v.msgid, v.grp
+			ON CONFLICT ("MessageId", "Group") DO NOTHING
+			RETURNING "Id", "Added", "ExpiresAt", "NextAttemptAt"`
 	} else {
 		// Many rows in one round trip: one array per column.
 		q.insert = `INSERT INTO ` + name + ` ("Id", "Version", "Name", "Content", "Retries",

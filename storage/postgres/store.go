@@ -232,6 +232,91 @@ func (s *Store[TTx]) InsertReceived(ctx context.Context, r *storage.Record) (boo
 	return true, nil
 }
 
+// InsertReceivedBatch stores recs in one statement, each unless a row with
+// its (MessageID, Group) exists or comes earlier in recs, and reports which
+// it stored.
+func (s *Store[TTx]) InsertReceivedBatch(ctx context.Context, recs []*storage.Record) ([]bool, error) {
+	inserted := make([]bool, len(recs))
+	type key struct{ msgID, group string }
+	seen := make(map[key]bool, len(recs))
+	var (
+		n        = len(recs)
+		ids      = make([]int64, 0, n)
+		versions = make([]string, 0, n)
+		names    = make([]string, 0, n)
+		groups   = make([]string, 0, n)
+		msgIDs   = make([]string, 0, n)
+		contents = make([]*string, 0, n)
+		retries  = make([]int32, 0, n)
+		statuses = make([]string, 0, n)
+		due      = make([]int64, 0, n)
+		expires  = make([]int64, 0, n)
+		terminal = make([]bool, 0, n)
+		byID     = make(map[int64]int, n)
+	)
+	for i, r := range recs {
+		if r == nil {
+			return nil, errors.New("postgres: insert received: nil record")
+		}
+		// A duplicate within the batch is left out here: the statement
+		// would skip it too, but which of the two it keeps is the first.
+		k := key{r.MessageID, r.Group}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		status := r.Status
+		if status == "" {
+			status = storage.StatusScheduled
+		}
+		ids, versions, names = append(ids, r.ID), append(versions, r.Version), append(names, r.Name)
+		groups, msgIDs = append(groups, r.Group), append(msgIDs, r.MessageID)
+		contents, retries = append(contents, text(r.Content)), append(retries, int32(r.Retries))
+		statuses, due = append(statuses, string(status)), append(due, r.DueIn.Microseconds())
+		expires, terminal = append(expires, r.ExpiresIn.Microseconds()), append(terminal, r.Terminal)
+		byID[r.ID] = i
+	}
+	if len(ids) == 0 {
+		return inserted, nil
+	}
+	rs, err := s.b.db().query(ctx, s.q.tables[storage.Received].insertBatch,
+		ids, versions, names, groups, msgIDs, contents, retries, statuses, due, expires, terminal)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: insert received: %w", err)
+	}
+	defer rs.Close()
+	type stored struct {
+		added    time.Time
+		exp, nxt *time.Time
+	}
+	got := make(map[int]stored, len(ids))
+	for rs.Next() {
+		var (
+			id int64
+			v  stored
+		)
+		if err := rs.Scan(&id, &v.added, &v.exp, &v.nxt); err != nil {
+			return nil, fmt.Errorf("postgres: insert received: %w", err)
+		}
+		if i, ok := byID[id]; ok {
+			got[i] = v
+		}
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: insert received: %w", err)
+	}
+	// Written back only once the statement has succeeded as a whole.
+	for i, v := range got {
+		r := recs[i]
+		if r.Status == "" {
+			r.Status = storage.StatusScheduled
+		}
+		r.Added, r.ExpiresAt, r.NextAttemptAt = v.added.UTC(), utc(v.exp), utc(v.nxt)
+		inserted[i] = true
+	}
+	return inserted, nil
+}
+
 // Claim leases up to req.Limit due rows of t, in due order.
 func (s *Store[TTx]) Claim(ctx context.Context, t storage.Table, req storage.ClaimRequest) ([]*storage.Record, error) {
 	if req.Limit <= 0 {

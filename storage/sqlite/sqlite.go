@@ -300,6 +300,52 @@ func (s *Storage) InsertReceived(ctx context.Context, rec *storage.Record) (bool
 	return true, nil
 }
 
+// InsertReceivedBatch stores recs in one write transaction, each unless a
+// row with its (MessageID, Group) exists or comes earlier in recs, and
+// reports which it stored.
+func (s *Storage) InsertReceivedBatch(ctx context.Context, recs []*storage.Record) ([]bool, error) {
+	for _, rec := range recs {
+		if rec == nil {
+			return nil, errors.New("sqlite: insert received: nil record")
+		}
+	}
+	inserted := make([]bool, len(recs))
+	if len(recs) == 0 {
+		return inserted, nil
+	}
+	vals := make([]insertValues, len(recs))
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, s.sql.received.insert)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		at := now() // once the write lock is held
+		for i, rec := range recs {
+			vals[i] = computeInsert(rec, at)
+			res, err := stmt.ExecContext(ctx, append(insertArgs(rec, vals[i]), rec.Group, rec.MessageID)...)
+			if err != nil {
+				return fmt.Errorf("id %d: %w", rec.ID, err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("id %d: %w", rec.ID, err)
+			}
+			inserted[i] = n > 0
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: insert received: %w", err)
+	}
+	for i, rec := range recs {
+		if inserted[i] {
+			vals[i].apply(rec)
+		}
+	}
+	return inserted, nil
+}
+
 // Claim leases up to req.Limit due rows of t, oldest due first. The rows
 // are read and leased in one write transaction; SQLite has one writer at a
 // time, so no other claim sees them as due. A claim that finds nothing due

@@ -27,7 +27,8 @@
 //     Reschedule; delayed rows;
 //   - outcomes (SetOutcomes, SetOutcomesTx with commit, rollback, ErrStale,
 //     ErrNotFound, and concurrent transactions racing to succeed);
-//   - Received de-duplication on (MessageID, Group), also under concurrency;
+//   - Received de-duplication on (MessageID, Group), also under concurrency,
+//     one row at a time and in batches (atomic, first duplicate wins);
 //   - DeleteExpired; List paging, filters and order; Get; Counts; Delete;
 //   - Migrate run again concurrently; Content round trips (non-ASCII,
 //     quotes, 1 MB); Notifier and Namer when implemented.
@@ -128,6 +129,9 @@ func Run[TTx any](t *testing.T, h Harness[TTx]) {
 		{"Delayed", testDelayed[TTx]},
 		{"ReceivedDedup", testReceivedDedup[TTx]},
 		{"ReceivedDedupConcurrent", testReceivedDedupConcurrent[TTx]},
+		{"ReceivedBatch", testReceivedBatch[TTx]},
+		{"ReceivedBatchAtomic", testReceivedBatchAtomic[TTx]},
+		{"ReceivedBatchConcurrent", testReceivedBatchConcurrent[TTx]},
 		{"DeleteExpired", testDeleteExpired[TTx]},
 		{"ListPaging", testListPaging[TTx]},
 		{"ListFilters", testListFilters[TTx]},
