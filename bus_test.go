@@ -608,3 +608,38 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 	require.EqualValues(t, 1, calls.Load())
 	require.Nil(t, received(t, b.store, "g.v1")[0].NextAttemptAt)
 }
+
+// An instance without handlers for a group leaves that group's rows alone:
+// a publisher-only service sharing the database must not fail them.
+func TestInstanceClaimsOnlyItsGroups(t *testing.T) {
+	t.Parallel()
+	b := setup(t, cap.Options{})
+	wid := int64(3)
+	publisherOnly, err := cap.New(b.store, b.tr, cap.Options{Logger: quietLogger(), PollInterval: 10 * time.Millisecond, WorkerID: &wid})
+	require.NoError(t, err)
+	require.NoError(t, publisherOnly.Start(context.Background()))
+	defer publisherOnly.Shutdown(context.Background())
+
+	// A Received row of group g.v1 that is due: left by a crashed consumer.
+	content, err := message.EncodeContent(&message.Message{Headers: message.Headers{
+		message.HeaderMessageID: "77", message.HeaderMessageName: "orphan", message.HeaderGroup: "g.v1"}, Body: []byte(`"x"`)})
+	require.NoError(t, err)
+	rec := &storage.Record{ID: 9001, Version: "v1", Name: "orphan", Group: "g.v1", MessageID: "77", Content: content}
+	ok, err := b.store.InsertReceived(context.Background(), rec)
+	require.NoError(t, err)
+	require.True(t, ok)
+	time.Sleep(20 * 10 * time.Millisecond) // twenty polls of the publisher-only instance
+	r, err := b.store.Get(context.Background(), storage.Received, rec.ID)
+	require.NoError(t, err)
+	require.Equal(t, storage.StatusScheduled, r.Status, "another service's row was touched")
+	require.NotNil(t, r.NextAttemptAt)
+
+	// The group's own instance handles it.
+	done := make(chan string, 1)
+	require.NoError(t, cap.Subscribe(b.bus, "orphan", "g", func(ctx context.Context, m cap.Msg[string]) error {
+		done <- m.ID
+		return nil
+	}))
+	b.start(t)
+	require.Equal(t, "77", recv(t, done))
+}

@@ -112,6 +112,10 @@ type ClaimRequest struct {
 	Version string        // only rows of this Version
 	Limit   int           // at most this many rows
 	Lease   time.Duration // NextAttemptAt = now + Lease for the claimed rows
+	// Groups, for the Received table, limits the claim to rows of these
+	// groups: an instance only takes the rows it has handlers for. Empty
+	// means every group. The Published table ignores it.
+	Groups []string
 }
 
 // ListQuery selects rows for a dashboard page.

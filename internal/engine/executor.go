@@ -67,11 +67,17 @@ func (e *Executor[TTx]) Run(ctx context.Context) {
 			e.work(ctx)
 		}()
 	}
-	e.claimWG.Add(2)
-	go func() {
-		defer e.claimWG.Done()
-		e.claimLoop(claimCtx)
-	}()
+	e.claimWG.Add(1)
+	// An instance only claims Received rows of its own groups: rows of a
+	// group it has no handlers for belong to another service, or to another
+	// version of this one.
+	if groups := e.reg.Groups(); len(groups) > 0 {
+		e.claimWG.Add(1)
+		go func() {
+			defer e.claimWG.Done()
+			e.claimLoop(claimCtx, groups)
+		}()
+	}
 	go func() {
 		defer e.claimWG.Done()
 		e.keepLeases(claimCtx)
@@ -163,14 +169,14 @@ func (e *Executor[TTx]) wakeAt(delay time.Duration) {
 	})
 }
 
-func (e *Executor[TTx]) claimLoop(ctx context.Context) {
+func (e *Executor[TTx]) claimLoop(ctx context.Context, groups []string) {
 	tick := time.NewTicker(e.cfg.PollInterval)
 	defer tick.Stop()
 	limit := min(e.cfg.BatchSize, 2*e.cfg.Workers)
 	for {
 		for {
 			recs, err := e.cfg.Store.Claim(ctx, storage.Received, storage.ClaimRequest{
-				Version: e.cfg.Version, Limit: limit, Lease: e.cfg.Lease})
+				Version: e.cfg.Version, Limit: limit, Lease: e.cfg.Lease, Groups: groups})
 			if err != nil {
 				if ctx.Err() == nil {
 					e.cfg.Logger.WarnContext(ctx, "cap: claiming received rows failed", "error", err)

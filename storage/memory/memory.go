@@ -224,14 +224,28 @@ func (s *Storage) Claim(ctx context.Context, t storage.Table, req storage.ClaimR
 	now := s.now()
 	// Take the rows off the heap first: with a lease <= 0 a re-queued row
 	// would be due again within this very claim.
-	var claimed []*row
+	var groups map[string]bool
+	if t == storage.Received && len(req.Groups) > 0 {
+		groups = make(map[string]bool, len(req.Groups))
+		for _, g := range req.Groups {
+			groups[g] = true
+		}
+	}
+	var claimed, skipped []*row
 	for len(claimed) < req.Limit {
 		r := h.peek()
 		if r == nil || r.rec.NextAttemptAt.After(now) {
 			break
 		}
 		h.drop(r)
+		if groups != nil && !groups[r.rec.Group] {
+			skipped = append(skipped, r) // due, but another group's
+			continue
+		}
 		claimed = append(claimed, r)
+	}
+	for _, r := range skipped {
+		h.put(r)
 	}
 	out := make([]*storage.Record, len(claimed))
 	until := now.Add(req.Lease)

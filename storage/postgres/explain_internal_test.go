@@ -102,9 +102,16 @@ func TestExplainPlans(t *testing.T) {
 	var checks []check
 	for _, tbl := range []storage.Table{storage.Published, storage.Received} {
 		tq := q.tables[tbl]
+		claimArgs := func(limit int) []any {
+			args := []any{"v1", limit, int64(time.Minute / time.Microsecond)}
+			if tbl == storage.Received {
+				args = append(args, []string{"g1", "g2"}) // the claim of an instance with two groups
+			}
+			return args
+		}
 		checks = append(checks,
-			check{tbl.String() + " claim", tq.claim, []any{"v1", 100, int64(time.Minute / time.Microsecond)}},
-			check{tbl.String() + " claim 1000", tq.claim, []any{"v1", 1000, int64(time.Minute / time.Microsecond)}},
+			check{tbl.String() + " claim", tq.claim, claimArgs(100)},
+			check{tbl.String() + " claim 1000", tq.claim, claimArgs(1000)},
 			check{tbl.String() + " delete expired", tq.deleteExp, []any{1000}},
 			check{tbl.String() + " list failed", tq.list[filterStatus], []any{"Failed", 20, 0}},
 		)
@@ -124,6 +131,8 @@ func TestExplainPlans(t *testing.T) {
 				lits[j] = strconv.Itoa(v)
 			case int64:
 				lits[j] = strconv.FormatInt(v, 10)
+			case []string:
+				lits[j] = "ARRAY['" + strings.Join(v, "','") + "']"
 			}
 		}
 		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {

@@ -192,6 +192,11 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 			SELECT ins.* FROM ins, notified`
 	}
 
+	// The Received claim takes ClaimRequest.Groups as $4 (NULL: every group).
+	claimGroups := ""
+	if received {
+		claimGroups = ` AND ($4::text[] IS NULL OR "Group" = ANY($4::text[]))`
+	}
 	// The sub-select locks due rows, skipping those another claimer holds;
 	// the update pushes them a lease ahead. RETURNING gives the old due time
 	// to order the batch by. The ANY(ARRAY(...)) condition makes the update
@@ -199,7 +204,7 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 	// the join.
 	q.claim = `WITH due AS (
 			SELECT "Id", "NextAttemptAt" FROM ` + name + `
-			WHERE "Version" = $1 AND "NextAttemptAt" IS NOT NULL AND "NextAttemptAt" <= ` + nowUTC + `
+			WHERE "Version" = $1 AND "NextAttemptAt" IS NOT NULL AND "NextAttemptAt" <= ` + nowUTC + claimGroups + `
 			ORDER BY "NextAttemptAt"
 			LIMIT $2
 			FOR UPDATE SKIP LOCKED)

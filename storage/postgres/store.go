@@ -322,7 +322,15 @@ func (s *Store[TTx]) Claim(ctx context.Context, t storage.Table, req storage.Cla
 	if req.Limit <= 0 {
 		return nil, nil
 	}
-	rs, err := s.b.db().query(ctx, s.q.tables[t].claim, req.Version, req.Limit, req.Lease.Microseconds())
+	args := []any{req.Version, req.Limit, req.Lease.Microseconds()}
+	if t == storage.Received {
+		var groups []string // NULL: every group
+		if len(req.Groups) > 0 {
+			groups = req.Groups
+		}
+		args = append(args, groups)
+	}
+	rs, err := s.b.db().query(ctx, s.q.tables[t].claim, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim %s: %w", t, err)
 	}

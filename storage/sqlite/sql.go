@@ -146,14 +146,14 @@ WHERE Id = ?7`
 		// claimProbe looks for a due row without the write lock, so idle
 		// pollers do not queue behind writers.
 		claimProbe: `SELECT 1 FROM ` + t + `
-WHERE Version = ? AND NextAttemptAt IS NOT NULL AND NextAttemptAt <= ?
+WHERE Version = ?1 AND NextAttemptAt IS NOT NULL AND NextAttemptAt <= ?2` + claimGroups(received, "?3") + `
 LIMIT 1`,
 		// The claim runs in one write transaction: the rows are read in due
 		// order, then leased. SQLite's single writer makes it exclusive.
 		claimSelect: `SELECT ` + cols + ` FROM ` + t + `
-WHERE Version = ? AND NextAttemptAt IS NOT NULL AND NextAttemptAt <= ?
+WHERE Version = ?1 AND NextAttemptAt IS NOT NULL AND NextAttemptAt <= ?2` + claimGroups(received, "?4") + `
 ORDER BY NextAttemptAt, Id
-LIMIT ?`,
+LIMIT ?3`,
 		claimUpdate:    `UPDATE ` + t + ` SET NextAttemptAt = ? WHERE Id IN (SELECT value FROM json_each(?))`,
 		reschedule:     `UPDATE ` + t + ` SET NextAttemptAt = ? WHERE Id IN (SELECT value FROM json_each(?)) AND NextAttemptAt IS NOT NULL`,
 		setOutcome:     setOutcome,
@@ -172,4 +172,14 @@ LIMIT ?5 OFFSET ?6`,
 		counts:    `SELECT StatusName, COUNT(*) FROM ` + t + ` GROUP BY StatusName`,
 		deleteIDs: `DELETE FROM ` + t + ` WHERE Id IN (SELECT value FROM json_each(?))`,
 	}
+}
+
+// claimGroups is the Received claim's filter on ClaimRequest.Groups, given
+// as a JSON array in parameter p (NULL: every group).
+func claimGroups(received bool, p string) string {
+	if !received {
+		return ""
+	}
+	return `
+AND (` + p + ` IS NULL OR "Group" IN (SELECT value FROM json_each(` + p + `)))`
 }

@@ -16,6 +16,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -355,8 +356,21 @@ func (s *Storage) Claim(ctx context.Context, t storage.Table, req storage.ClaimR
 		return nil, nil
 	}
 	q := s.sql.table(kind(t))
+	// The Received statements take the groups as one more argument.
+	var groups []any
+	if t == storage.Received {
+		var g any
+		if len(req.Groups) > 0 {
+			b, err := json.Marshal(req.Groups)
+			if err != nil {
+				return nil, fmt.Errorf("sqlite: claim %s: %w", t, err)
+			}
+			g = string(b)
+		}
+		groups = []any{g}
+	}
 	var one int
-	switch err := s.db.QueryRowContext(ctx, q.claimProbe, req.Version, formatTime(now())).Scan(&one); {
+	switch err := s.db.QueryRowContext(ctx, q.claimProbe, append([]any{req.Version, formatTime(now())}, groups...)...).Scan(&one); {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil, nil
 	case err != nil:
@@ -366,7 +380,7 @@ func (s *Storage) Claim(ctx context.Context, t storage.Table, req storage.ClaimR
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		// Read the clock once the write lock is held, not before waiting.
 		at := now()
-		rows, err := tx.QueryContext(ctx, q.claimSelect, req.Version, formatTime(at), req.Limit)
+		rows, err := tx.QueryContext(ctx, q.claimSelect, append([]any{req.Version, formatTime(at), req.Limit}, groups...)...)
 		if err != nil {
 			return err
 		}

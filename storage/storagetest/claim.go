@@ -151,6 +151,30 @@ func testClaimTables[TTx any](t *testing.T, e *env[TTx]) {
 	require.Equal(t, []int64{p.ID}, idsOf(gotP), "claim of Published")
 	e.requireNothingDue(storage.Received)
 	e.requireNothingDue(storage.Published)
+	testClaimGroups(t, e)
+}
+
+// testClaimGroups: a Received claim with Groups takes only rows of those
+// groups, and leaves the others due; a Published claim ignores Groups.
+func testClaimGroups[TTx any](t *testing.T, e *env[TTx]) {
+	a := e.received("groups.a", "ga", "m-groups")
+	b := e.received("groups.b", "gb", "m-groups")
+	c := e.received("groups.c", "gc", "m-groups")
+	for _, r := range []*storage.Record{a, b, c} {
+		e.insertReceived(r)
+	}
+	p := e.rec("groups.published")
+	e.insert(p)
+	claim := func(tb storage.Table, groups ...string) []int64 {
+		t.Helper()
+		got, err := e.s.Claim(e.ctx, tb, storage.ClaimRequest{Version: version, Limit: 10, Lease: longLease, Groups: groups})
+		require.NoError(t, err)
+		return idsOf(got)
+	}
+	require.ElementsMatch(t, []int64{a.ID, c.ID}, claim(storage.Received, "ga", "gc", "nobody"), "claim of groups ga, gc")
+	require.Empty(t, claim(storage.Received, "ga"), "ga's row is leased")
+	require.Equal(t, []int64{p.ID}, claim(storage.Published, "ga"), "Published ignores Groups")
+	require.Equal(t, []int64{b.ID}, claim(storage.Received), "no Groups: every group")
 }
 
 // testLease: a claimed row is not claimed again while its lease runs; a row
