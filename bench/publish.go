@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-cap/cap"
+	"github.com/go-cap/cap/storage"
+)
+
+// publishOverhead: W writers commit business transactions of one order row
+// plus PublishTx (the library) or plus a plain insert of a row as large as
+// the outbox row (the baseline). With -dispatch (the default) the bus runs
+// and sends the rows to the broker meanwhile, as in production.
+func publishOverhead[TTx any](ctx context.Context, cfg *config, out *report, db *database[TTx], br *broker) (result, error) {
+	sent := newCounting(br.tr)
+	bus, err := newBus(cfg, db, sent, br)
+	if err != nil {
+		return result{}, err
+	}
+	pad := padFor(cfg.size)
+	contentLen, err := contentLength(ctx, db, bus, pad)
+	if err != nil {
+		return result{}, err
+	}
+	plainBody := strings.Repeat("x", contentLen)
+	if cfg.dispatch {
+		if _, err := br.sink(ctx, "sink", topic); err != nil {
+			return result{}, err
+		}
+		if err := bus.Start(ctx); err != nil {
+			return result{}, err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			_ = bus.Shutdown(sctx)
+		}()
+	}
+
+	var seq atomic.Int64
+	library := func(ctx context.Context) error {
+		return bus.InTx(ctx, func(ctx context.Context, tx TTx) error {
+			if err := db.execTx(ctx, tx, db.insertOrder, db.nextID(), "customer", 42); err != nil {
+				return err
+			}
+			return bus.PublishTx(ctx, tx, topic, payload{Seq: seq.Add(1), Pad: pad})
+		})
+	}
+	baseline := func(ctx context.Context) error {
+		return db.inTx(ctx, func(tx TTx) error {
+			if err := db.execTx(ctx, tx, db.insertOrder, db.nextID(), "customer", 42); err != nil {
+				return err
+			}
+			return db.execTx(ctx, tx, db.insertPlain, db.nextID(), plainBody)
+		})
+	}
+	phase := func(name string, op func(context.Context) error) (float64, error) {
+		if _, _, err := closedLoop(ctx, cfg.writers, 0, time.Second, op); err != nil { // warm-up
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		n, elapsed, err := closedLoop(ctx, cfg.writers, int64(cfg.n), cfg.duration, op)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		r := rate(n, elapsed)
+		out.linef("%s: %d tx in %s = %s tx/s", name, n, elapsed.Round(time.Millisecond), num(r))
+		return r, nil
+	}
+
+	out.linef("writers=%d, outbox row Content %d bytes; dispatch=%v", cfg.writers, contentLen, cfg.dispatch)
+	base, err := phase(fmt.Sprintf("baseline (order insert + plain insert of %d bytes)", contentLen), baseline)
+	if err != nil {
+		return result{}, err
+	}
+	before := sent.sent.Load()
+	publishedBefore := seq.Load()
+	lib, err := phase("library  (order insert + PublishTx)", library)
+	if err != nil {
+		return result{}, err
+	}
+	if cfg.dispatch {
+		published := seq.Load() - publishedBefore
+		out.linef("sent to the broker during the library phase: %d of %d published", sent.sent.Load()-before, published)
+		start := time.Now()
+		ok := waitFor(ctx, time.Minute, func() bool { return sent.sent.Load() >= seq.Load() })
+		out.linef("all %d sent %s after the phase ended (done=%v)", seq.Load(), time.Since(start).Round(time.Millisecond), ok)
+	}
+	return result{value: lib, baseline: base, unit: "tx/s"}, nil
+}
+
+// contentLength publishes one message with the bus stopped, returns the
+// length of its stored Content and deletes it.
+func contentLength[TTx any](ctx context.Context, db *database[TTx], bus *cap.Bus[TTx], pad string) (int, error) {
+	err := db.inTx(ctx, func(tx TTx) error {
+		return bus.PublishTx(ctx, tx, topic, payload{Seq: 123456, Pad: pad})
+	})
+	if err != nil {
+		return 0, err
+	}
+	recs, _, err := db.store.List(ctx, storage.Published, storage.ListQuery{Limit: 1})
+	if err != nil {
+		return 0, err
+	}
+	if len(recs) != 1 {
+		return 0, errors.New("the sample message was not stored")
+	}
+	return len(recs[0].Content), db.store.Delete(ctx, storage.Published, []int64{recs[0].ID})
+}
