@@ -153,11 +153,24 @@ func (s *Store[TTx]) insertPublished(ctx context.Context, q querier, recs []*sto
 		// hear of it. Only then does the transaction pay for a NOTIFY.
 		notify = notify || (r.DueIn <= 0 && !r.Terminal)
 	}
-	query := s.q.tables[storage.Published].insert
-	if notify && s.shouldNotify() {
-		query = s.q.tables[storage.Published].insertNotify
+	tq := &s.q.tables[storage.Published]
+	notify = notify && s.shouldNotify()
+	var rs rows
+	var err error
+	if n == 1 {
+		query := tq.insertOne
+		if notify {
+			query = tq.insertOneNotify
+		}
+		rs, err = q.query(ctx, query, ids[0], versions[0], names[0], contents[0], retries[0], statuses[0], due[0],
+			terminal[0], expires[0])
+	} else {
+		query := tq.insert
+		if notify {
+			query = tq.insertNotify
+		}
+		rs, err = q.query(ctx, query, ids, versions, names, contents, retries, statuses, due, terminal, expires)
 	}
-	rs, err := q.query(ctx, query, ids, versions, names, contents, retries, statuses, due, terminal, expires)
 	if err != nil {
 		return fmt.Errorf("postgres: insert published: %w", err)
 	}

@@ -55,6 +55,41 @@ func testInsertPublished[TTx any](t *testing.T, e *env[TTx]) {
 	require.Equal(t, "insert.plain", e.get(storage.Published, plain.ID).Name, "the existing row was changed")
 }
 
+// testInsertPublishedOne: rows stored one at a time, as PublishTx stores
+// them (a storage may take a path of its own for a single row), get the
+// same values as in a batch, in a transaction or not.
+func testInsertPublishedOne[TTx any](t *testing.T, e *env[TTx]) {
+	plain := e.rec("one.plain")
+	plain.Status = ""
+	expiring := e.rec("one.expiring")
+	expiring.ExpiresIn = time.Hour
+	expiring.Retries = 3
+	leased := e.rec("one.leased")
+	leased.DueIn = longLease
+	delayed := e.rec("one.delayed")
+	delayed.Status = storage.StatusDelayed
+	delayed.DueIn = time.Hour
+	terminal := e.rec("one.terminal")
+	terminal.Status = storage.StatusFailed
+	terminal.Terminal = true
+	terminal.ExpiresIn = time.Hour
+	all := []*storage.Record{plain, expiring, leased, delayed, terminal}
+	for i, r := range all {
+		if i%2 == 0 {
+			e.insert(r)
+			continue
+		}
+		before := time.Now()
+		require.NoError(t, e.inTx(func(tx TTx) error { return e.s.InsertPublishedTx(e.ctx, tx, []*storage.Record{r}) }))
+		requireInserted(t, r, before, time.Now())
+	}
+	for _, r := range all {
+		requireSameRow(t, r, e.get(storage.Published, r.ID))
+	}
+	got := e.claim(storage.Published, 100, longLease)
+	require.ElementsMatch(t, idsOf([]*storage.Record{plain, expiring}), idsOf(got), "claimable rows")
+}
+
 // requireClaimed compares a claimed row with the inserted one; only
 // NextAttemptAt differs (the lease).
 func requireClaimed(t *testing.T, inserted, claimed *storage.Record) {

@@ -114,6 +114,7 @@ func Run[TTx any](t *testing.T, h Harness[TTx]) {
 		fn   func(*testing.T, *env[TTx])
 	}{
 		{"InsertPublished", testInsertPublished[TTx]},
+		{"InsertPublishedOne", testInsertPublishedOne[TTx]},
 		{"InsertTxCommitRollback", testInsertTx[TTx]},
 		{"OutOfOrderCommits", testOutOfOrderCommits[TTx]},
 		{"OutOfOrderCommitsRandom", testOutOfOrderCommitsRandom[TTx]},
