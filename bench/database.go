@@ -34,7 +34,16 @@ type database[TTx any] struct {
 	insertPlain string
 	close       func()
 
-	ids atomic.Int64
+	ids   atomic.Int64
+	stats *statStore[TTx] // with -stats: the bus's storage, counted
+}
+
+// busStore is the storage the bus runs on.
+func (db *database[TTx]) busStore() storage.Storage[TTx] {
+	if db.stats != nil {
+		return db.stats
+	}
+	return db.store
 }
 
 // nextID returns a fresh primary key for the business tables.

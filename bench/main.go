@@ -71,7 +71,8 @@ type config struct {
 	duration  time.Duration
 	rate      int
 	sample    time.Duration
-	dispatch  bool
+	mode      string // publish-overhead: intx, commit or stopped
+	stats     bool
 	handle    time.Duration // time each handler spends, simulated work
 
 	// Bus tuning; zero keeps the library's defaults.
@@ -175,7 +176,8 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.duration, "duration", 0, "length of a phase (default 5s publish-overhead, 10s end-to-end and latency, 2m soak)")
 	fs.IntVar(&cfg.rate, "rate", 1000, "messages per second (latency, soak)")
 	fs.DurationVar(&cfg.sample, "sample", 10*time.Second, "memory sampling period (soak)")
-	fs.BoolVar(&cfg.dispatch, "dispatch", true, "publish-overhead: run the bus, so the rows are also sent (false: PublishTx with the bus stopped)")
+	fs.StringVar(&cfg.mode, "mode", "intx", "publish-overhead: intx (bus running, InTx hands the rows over), commit (bus running, plain commit: NOTIFY and claim) or stopped (bus not started: the transaction alone)")
+	fs.BoolVar(&cfg.stats, "stats", false, "count the bus's storage calls and print them")
 	fs.DurationVar(&cfg.handle, "handle", 0, "time each handler spends (simulated work)")
 	fs.IntVar(&cfg.batch, "batch", 0, "Options.BatchSize (0: library default)")
 	fs.IntVar(&cfg.senders, "senders", 0, "Options.Senders (0: library default)")
@@ -232,6 +234,8 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 		cfg.n = 20000
 	}
 	switch {
+	case !slices.Contains([]string{"intx", "commit", "stopped"}, cfg.mode):
+		return nil, fmt.Errorf("-mode %q: want intx, commit or stopped", cfg.mode)
 	case cfg.writers < 1:
 		return nil, errors.New("-writers must be at least 1")
 	case cfg.size < 16:
@@ -300,6 +304,10 @@ func dispatch(ctx context.Context, cfg *config, out *report) (result, error) {
 func runScenario[TTx any](ctx context.Context, cfg *config, out *report, db *database[TTx], br *broker) (result, error) {
 	out.linef("%s storage=%s transport=%s size=%d GOMAXPROCS=%d", cfg.scenario, cfg.storage, cfg.transport,
 		cfg.size, runtime.GOMAXPROCS(0))
+	if cfg.stats {
+		db.stats = newStatStore(db.store)
+		defer func() { out.linef("storage calls of the bus:\n%s", db.stats.summary()) }()
+	}
 	switch cfg.scenario {
 	case "publish-overhead":
 		return publishOverhead(ctx, cfg, out, db, br)

@@ -14,8 +14,14 @@ import (
 
 // publishOverhead: W writers commit business transactions of one order row
 // plus PublishTx (the library) or plus a plain insert of a row as large as
-// the outbox row (the baseline). With -dispatch (the default) the bus runs
-// and sends the rows to the broker meanwhile, as in production.
+// the outbox row (the baseline). -mode says how the library publishes:
+//
+//	intx     the bus runs; the transaction is bus.InTx, which hands the row
+//	         to the dispatcher after the commit (the documented way);
+//	commit   the bus runs; the writer begins and commits the transaction
+//	         itself, so the row is found through the storage's NOTIFY (or
+//	         its poll) and claimed;
+//	stopped  the bus is not started: the cost of the transaction alone.
 func publishOverhead[TTx any](ctx context.Context, cfg *config, out *report, db *database[TTx], br *broker) (result, error) {
 	sent := newCounting(br.tr)
 	bus, err := newBus(cfg, db, sent, br)
@@ -28,7 +34,8 @@ func publishOverhead[TTx any](ctx context.Context, cfg *config, out *report, db 
 		return result{}, err
 	}
 	plainBody := strings.Repeat("x", contentLen)
-	if cfg.dispatch {
+	running := cfg.mode != "stopped"
+	if running {
 		if _, err := br.sink(ctx, "sink", topic); err != nil {
 			return result{}, err
 		}
@@ -43,13 +50,17 @@ func publishOverhead[TTx any](ctx context.Context, cfg *config, out *report, db 
 	}
 
 	var seq atomic.Int64
+	work := func(ctx context.Context, tx TTx) error {
+		if err := db.execTx(ctx, tx, db.insertOrder, db.nextID(), "customer", 42); err != nil {
+			return err
+		}
+		return bus.PublishTx(ctx, tx, topic, payload{Seq: seq.Add(1), Pad: pad})
+	}
 	library := func(ctx context.Context) error {
-		return bus.InTx(ctx, func(ctx context.Context, tx TTx) error {
-			if err := db.execTx(ctx, tx, db.insertOrder, db.nextID(), "customer", 42); err != nil {
-				return err
-			}
-			return bus.PublishTx(ctx, tx, topic, payload{Seq: seq.Add(1), Pad: pad})
-		})
+		if cfg.mode == "intx" {
+			return bus.InTx(ctx, work)
+		}
+		return db.inTx(ctx, func(tx TTx) error { return work(ctx, tx) })
 	}
 	baseline := func(ctx context.Context) error {
 		return db.inTx(ctx, func(tx TTx) error {
@@ -72,7 +83,7 @@ func publishOverhead[TTx any](ctx context.Context, cfg *config, out *report, db 
 		return r, nil
 	}
 
-	out.linef("writers=%d, outbox row Content %d bytes; dispatch=%v", cfg.writers, contentLen, cfg.dispatch)
+	out.linef("writers=%d, outbox row Content %d bytes, mode=%s", cfg.writers, contentLen, cfg.mode)
 	base, err := phase(fmt.Sprintf("baseline (order insert + plain insert of %d bytes)", contentLen), baseline)
 	if err != nil {
 		return result{}, err
@@ -83,7 +94,7 @@ func publishOverhead[TTx any](ctx context.Context, cfg *config, out *report, db 
 	if err != nil {
 		return result{}, err
 	}
-	if cfg.dispatch {
+	if running {
 		published := seq.Load() - publishedBefore
 		out.linef("sent to the broker during the library phase: %d of %d published", sent.sent.Load()-before, published)
 		start := time.Now()
