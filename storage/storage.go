@@ -105,6 +105,11 @@ type Outcome struct {
 	// NextAttemptAt becomes NULL and no instance claims the row again.
 	Retry   bool
 	RetryIn time.Duration
+	// Force applies the outcome to a row that is already Succeeded. Without
+	// it SetOutcomes leaves such a row alone: an instance whose lease ended
+	// must not undo the success of the instance that took the row over. A
+	// re-drive from the dashboard sets it.
+	Force bool
 }
 
 // ClaimRequest says which due rows to claim.
@@ -167,7 +172,8 @@ type Storage[TTx any] interface {
 	// good) is left alone, so a late extension never makes it due again; to
 	// re-drive one, write an Outcome with Retry.
 	Reschedule(ctx context.Context, t Table, ids []int64, in time.Duration) error
-	// SetOutcomes writes the outcomes of attempts in one transaction.
+	// SetOutcomes writes the outcomes of attempts in one transaction. An
+	// outcome for a row that is already Succeeded is ignored unless Force.
 	SetOutcomes(ctx context.Context, t Table, outs []Outcome) error
 	// SetOutcomesTx writes outcomes in the caller's transaction. An outcome
 	// whose row is already Succeeded fails with ErrStale, which keeps a

@@ -296,7 +296,9 @@ func (s *Storage) SetOutcomes(ctx context.Context, t storage.Table, outs []stora
 	now := s.now()
 	retried := false
 	for _, o := range outs {
-		if r := tb.rows[o.ID]; r != nil {
+		// A success stands: a late outcome of an instance whose lease
+		// ended must not undo it.
+		if r := tb.rows[o.ID]; r != nil && (o.Force || r.rec.Status != storage.StatusSucceeded) {
 			applyOutcome(tb, r, o, now)
 			retried = retried || o.Retry
 		}

@@ -242,10 +242,12 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 				(CASE WHEN o.from_added THEN r."Added" ELSE n.t END) + (o.expires * interval '1 microsecond') END,
 			"NextAttemptAt" = CASE WHEN o.retry THEN n.t + (o.retry_in * interval '1 microsecond') END
 		FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::bool[], $7::bool[],
-				$8::bigint[]) AS o(id, status, retries, content, expires, from_added, retry, retry_in),
+				$8::bigint[], $9::bool[]) AS o(id, status, retries, content, expires, from_added, retry, retry_in, force),
 			(SELECT ` + nowUTC + ` AS t) AS n
 		WHERE r."Id" = o.id`
-	q.outcomes = outcomes
+	// A success stands unless the outcome is forced: a late outcome of an
+	// instance whose lease ended must not undo it.
+	q.outcomes = outcomes + ` AND (o.force OR r."StatusName" <> 'Succeeded')`
 	// In a caller's transaction a row another instance already completed is
 	// left alone; the ids returned tell which rows were written.
 	q.outcomesTx = outcomes + ` AND r."StatusName" <> 'Succeeded' RETURNING r."Id"`

@@ -402,14 +402,16 @@ func outcomeArgs(outs []storage.Outcome) []any {
 		fromAdded = make([]bool, n)
 		retry     = make([]bool, n)
 		retryIn   = make([]int64, n)
+		force     = make([]bool, n)
 	)
 	for i, o := range outs {
 		ids[i], statuses[i], retries[i] = o.ID, string(o.Status), int32(o.Retries)
 		contents[i] = text(o.Content)
 		expires[i], fromAdded[i] = o.ExpiresIn.Microseconds(), o.ExpiresFromAdded
 		retry[i], retryIn[i] = o.Retry, o.RetryIn.Microseconds()
+		force[i] = o.Force
 	}
-	return []any{ids, statuses, retries, contents, expires, fromAdded, retry, retryIn}
+	return []any{ids, statuses, retries, contents, expires, fromAdded, retry, retryIn, force}
 }
 
 // SetOutcomes writes outcomes in one statement, so all or none apply.

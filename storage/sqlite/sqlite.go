@@ -454,13 +454,24 @@ func (s *Storage) SetOutcomes(ctx context.Context, t storage.Table, outs []stora
 	}
 	q := s.sql.table(kind(t))
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, q.setOutcome)
+		// A success stands unless the outcome is forced: a late outcome of
+		// an instance whose lease ended must not undo it.
+		live, err := tx.PrepareContext(ctx, q.setOutcomeLive)
 		if err != nil {
 			return err
 		}
-		defer stmt.Close()
+		defer live.Close()
+		force, err := tx.PrepareContext(ctx, q.setOutcome)
+		if err != nil {
+			return err
+		}
+		defer force.Close()
 		at := now()
 		for _, o := range outs {
+			stmt := live
+			if o.Force {
+				stmt = force
+			}
 			if _, err := stmt.ExecContext(ctx, outcomeArgs(o, at)...); err != nil {
 				return fmt.Errorf("id %d: %w", o.ID, err)
 			}

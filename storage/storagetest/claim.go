@@ -233,8 +233,8 @@ func testReschedule[TTx any](t *testing.T, e *env[TTx]) {
 	got = e.get(storage.Published, done.ID)
 	require.Nil(t, got.NextAttemptAt, "Reschedule made a finished row due")
 	require.Equal(t, storage.StatusSucceeded, got.Status, "Reschedule changed the Status")
-	// Re-driving a finished row is an outcome with Retry.
-	e.setOutcomes(storage.Published, storage.Outcome{ID: done.ID, Status: storage.StatusScheduled, Retry: true})
+	// Re-driving a finished row is a forced outcome with Retry.
+	e.setOutcomes(storage.Published, storage.Outcome{ID: done.ID, Status: storage.StatusScheduled, Retry: true, Force: true})
 	e.requireClaimedSoon(storage.Published, done.ID)
 
 	require.NoError(t, e.s.Reschedule(e.ctx, storage.Published, nil, 0), "Reschedule of no rows")

@@ -74,6 +74,25 @@ func testOutcomes[TTx any](t *testing.T, e *env[TTx]) {
 	require.Nil(t, got.NextAttemptAt)
 	e.requireNothingDue(storage.Received)
 	e.requireGone(storage.Published, rcv.ID)
+
+	// A success stands: the late Failed outcome of an instance whose lease
+	// ended is ignored, next to an outcome that applies; a forced one
+	// applies.
+	other := e.received("outcome.other", "g", "m-outcome-other")
+	e.insertReceived(other)
+	e.setOutcomes(storage.Received,
+		storage.Outcome{ID: rcv.ID, Status: storage.StatusFailed, Retries: 1, Retry: true, Content: []byte(`{"Headers":{},"Value":1}`)},
+		storage.Outcome{ID: other.ID, Status: storage.StatusFailed, Retries: 1})
+	got = e.get(storage.Received, rcv.ID)
+	require.Equal(t, storage.StatusSucceeded, got.Status, "a late outcome undid a success")
+	require.Equal(t, 0, got.Retries)
+	require.Nil(t, got.NextAttemptAt)
+	require.Equal(t, string(rcv.Content), string(got.Content))
+	require.Equal(t, storage.StatusFailed, e.get(storage.Received, other.ID).Status)
+	e.setOutcomes(storage.Received, storage.Outcome{ID: rcv.ID, Status: storage.StatusScheduled, Retry: true, Force: true})
+	got = e.get(storage.Received, rcv.ID)
+	require.Equal(t, storage.StatusScheduled, got.Status, "a forced outcome applies")
+	require.NotNil(t, got.NextAttemptAt)
 }
 
 // testOutcomeRetry: a Failed outcome with Retry makes the row due again
