@@ -7,24 +7,40 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrInvalidContent reports a stored Content column that cannot be decoded.
 var ErrInvalidContent = errors.New("message: invalid content")
 
+// contentBodyKey marks, in the stored Content only, a Value that holds the
+// body as a data URI because the body is not UTF-8 JSON. Without the mark a
+// string payload that happens to read "data:...;base64,..." would be taken
+// for an encoded body. It never travels to the broker.
+const contentBodyKey, contentBodyDataURI = "go-cap-body", "data-uri"
+
 // nullableHeaders are written as JSON null when empty, as CAP does.
 var nullableHeaders = map[string]bool{HeaderCallbackName: true}
 
 // EncodeContent returns the stored form of m, CAP's Content column:
-// {"Headers":{...},"Value":<body>}. A body that is not valid JSON is stored
-// as the string "data:<cap-msg-type>;base64,<body>", as CAP stores bodies it
-// could not deserialize; DecodeContent restores it.
+// {"Headers":{...},"Value":<body>}. A body that is not valid UTF-8 JSON is
+// stored as the string "data:<cap-msg-type>;base64,<body>", as CAP stores
+// bodies it could not deserialize, with a "go-cap-body" entry among the
+// stored headers that tells DecodeContent to restore it.
 func EncodeContent(m *Message) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(len(m.Body) + 64*len(m.Headers) + 32)
 	buf.WriteString(`{"Headers":{`)
+	rawBody := len(m.Body) > 0 && !(utf8.Valid(m.Body) && json.Valid(m.Body))
 	first := true
+	if rawBody {
+		buf.WriteString(`"` + contentBodyKey + `":"` + contentBodyDataURI + `"`)
+		first = false
+	}
 	for k, v := range m.Headers {
+		if k == contentBodyKey {
+			continue
+		}
 		if !first {
 			buf.WriteByte(',')
 		}
@@ -49,7 +65,7 @@ func EncodeContent(m *Message) ([]byte, error) {
 	switch {
 	case len(m.Body) == 0:
 		buf.WriteString("null")
-	case json.Valid(m.Body):
+	case !rawBody:
 		buf.Write(m.Body)
 	default:
 		typ := m.Headers[HeaderType]
@@ -93,16 +109,22 @@ func DecodeContent(data []byte) (*Message, error) {
 	if len(v) == 0 || bytes.Equal(v, []byte("null")) {
 		return m, nil
 	}
-	if v[0] == '"' {
+	if m.Headers[contentBodyKey] == contentBodyDataURI {
+		delete(m.Headers, contentBodyKey)
 		var s string
-		if err := json.Unmarshal(v, &s); err == nil && strings.HasPrefix(s, "data:") {
-			if i := strings.Index(s, ";base64,"); i > 0 {
-				if b, err := base64.StdEncoding.DecodeString(s[i+len(";base64,"):]); err == nil {
-					m.Body = b
-					return m, nil
-				}
-			}
+		if err := json.Unmarshal(v, &s); err != nil || !strings.HasPrefix(s, "data:") {
+			return nil, fmt.Errorf("%w: body marked as a data URI is not one", ErrInvalidContent)
 		}
+		i := strings.Index(s, ";base64,")
+		if i < 0 {
+			return nil, fmt.Errorf("%w: body marked as a data URI is not base64", ErrInvalidContent)
+		}
+		b, err := base64.StdEncoding.DecodeString(s[i+len(";base64,"):])
+		if err != nil {
+			return nil, fmt.Errorf("%w: data URI body: %w", ErrInvalidContent, err)
+		}
+		m.Body = b
+		return m, nil
 	}
 	m.Body = append([]byte(nil), v...)
 	return m, nil

@@ -3,9 +3,11 @@ package message
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 )
@@ -180,4 +182,46 @@ func TestJSONSerializer(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, b)
 	require.NoError(t, s.Unmarshal(nil, &m))
+}
+
+func TestContentBodyForms(t *testing.T) {
+	t.Parallel()
+	// A JSON string that reads like a data URI is a payload, not an encoded body.
+	dataURI := []byte(`"data:image/png;base64,iVBORw0KGgo="`)
+	b, err := EncodeContent(&Message{Headers: Headers{HeaderMessageID: "1"}, Body: dataURI})
+	require.NoError(t, err)
+	got, err := DecodeContent(b)
+	require.NoError(t, err)
+	require.Equal(t, string(dataURI), string(got.Body))
+
+	// JSON that is not UTF-8 cannot live in a text column: it is stored as a
+	// data URI, marked, and restored byte for byte.
+	latin1 := []byte("{\"name\":\"caf\xe9\"}")
+	b, err = EncodeContent(&Message{Headers: Headers{HeaderMessageID: "2"}, Body: latin1})
+	require.NoError(t, err)
+	require.True(t, utf8.Valid(b))
+	require.Contains(t, string(b), `"go-cap-body":"data-uri"`)
+	got, err = DecodeContent(b)
+	require.NoError(t, err)
+	require.Equal(t, latin1, got.Body)
+	require.Equal(t, Headers{HeaderMessageID: "2"}, got.Headers, "the mark stays in the stored form")
+
+	// A row CAP stored Failed with a data URI (no mark) reads back as the string.
+	got, err = DecodeContent([]byte(`{"Headers":{},"Value":"data:Order;base64,AAE="}`))
+	require.NoError(t, err)
+	require.Equal(t, `"data:Order;base64,AAE="`, string(got.Body))
+
+	_, err = DecodeContent([]byte(`{"Headers":{"go-cap-body":"data-uri"},"Value":12}`))
+	require.ErrorIs(t, err, ErrInvalidContent)
+}
+
+func TestParseDelayRange(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"106751.23:59:59", "106751.23:47:16.8547759", "106752.00:00:00"} {
+		_, err := ParseDelay(s)
+		require.ErrorIs(t, err, ErrInvalidTime, s)
+	}
+	d, err := ParseDelay("106751.23:47:16.8547758")
+	require.NoError(t, err)
+	require.Equal(t, time.Duration(math.MaxInt64/100*100), d, "the largest delay in .NET ticks")
 }

@@ -3,6 +3,7 @@ package message
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -127,11 +128,11 @@ func ParseDelay(s string) (time.Duration, error) {
 		}
 		frac = f
 	}
-	if days > 106751 { // beyond time.Duration's range
-		return bad()
+	secs := days*86400 + h*3600 + m*60 + sec // days is bounded below, so no overflow
+	if days > 106751 || secs > (math.MaxInt64-frac*100)/int64(time.Second) {
+		return bad() // beyond time.Duration's range
 	}
-	d := time.Duration(days)*24*time.Hour + time.Duration(h)*time.Hour + time.Duration(m)*time.Minute +
-		time.Duration(sec)*time.Second + time.Duration(frac)*100
+	d := time.Duration(secs)*time.Second + time.Duration(frac)*100
 	if neg {
 		d = -d
 	}
