@@ -16,14 +16,26 @@ type item struct {
 	msg *message.Message
 }
 
+// batch is rows on their way to a sender. A claimed batch holds one of the
+// claimer's slots until a sender takes it.
+type batch struct {
+	items   []item
+	claimed bool
+}
+
 // Dispatcher sends Published rows to the broker. Rows reach it two ways: the
 // publisher hands over rows it stored already leased to this instance (no
 // query needed), and a claimer leases due rows from the table when woken by
 // a publish, a storage notification, a timer for a delayed row, or the
-// poll.
+// poll. A sender sends what is waiting together, up to BatchSize rows, so
+// that hand-overs of one row each still reach the broker in batches.
 type Dispatcher[TTx any] struct {
-	cfg    *Config[TTx]
-	work   chan []item
+	cfg  *Config[TTx]
+	work chan batch
+	// slots bounds the claimed batches no sender has taken yet, so that
+	// the claimer does not lease rows far ahead of the senders; the rest of
+	// work's room is for hand-overs.
+	slots  chan struct{}
 	wake   chan struct{}
 	writer *outcomeWriter[TTx]
 
@@ -36,10 +48,16 @@ type Dispatcher[TTx any] struct {
 
 // NewDispatcher returns a dispatcher; Run starts it.
 func NewDispatcher[TTx any](cfg *Config[TTx]) *Dispatcher[TTx] {
+	claimed := cfg.Senders * 2
+	// Room for the hand-overs of a burst of transactions while the senders
+	// wait for the broker: a full queue releases rows to the claimer, which
+	// costs a statement per hand-over.
+	handovers := min(cfg.Senders*cfg.BatchSize, 4096)
 	return &Dispatcher[TTx]{
-		cfg:  cfg,
-		work: make(chan []item, cfg.Senders*2),
-		wake: make(chan struct{}, 1),
+		cfg:   cfg,
+		work:  make(chan batch, claimed+handovers),
+		slots: make(chan struct{}, claimed),
+		wake:  make(chan struct{}, 1),
 	}
 }
 
@@ -84,7 +102,7 @@ func (d *Dispatcher[TTx]) Handover(ctx context.Context, recs []*storage.Record, 
 	ok := d.running
 	if ok {
 		select {
-		case d.work <- items:
+		case d.work <- batch{items: items}:
 		default:
 			ok = false
 		}
@@ -182,10 +200,16 @@ func (d *Dispatcher[TTx]) claimLoop(ctx context.Context, notify <-chan struct{})
 }
 
 func (d *Dispatcher[TTx]) claimOnce(ctx context.Context) (int, error) {
+	select {
+	case d.slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 	recs, err := d.cfg.Store.Claim(ctx, storage.Published, storage.ClaimRequest{
 		Version: d.cfg.Version, Limit: d.cfg.BatchSize, Lease: d.cfg.Lease,
 	})
 	if err != nil || len(recs) == 0 {
+		<-d.slots
 		return 0, err
 	}
 	items := make([]item, len(recs))
@@ -193,8 +217,9 @@ func (d *Dispatcher[TTx]) claimOnce(ctx context.Context) (int, error) {
 		items[i] = item{rec: r}
 	}
 	select {
-	case d.work <- items:
+	case d.work <- batch{items: items, claimed: true}:
 	case <-ctx.Done():
+		<-d.slots
 		d.release(ctx, items)
 		return 0, ctx.Err()
 	}
@@ -206,13 +231,34 @@ func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return // abrupt stop: the rows come back after their lease
-		case items, ok := <-d.work:
+		case b, ok := <-d.work:
 			if !ok {
 				return
+			}
+			items := d.take(b)
+		more:
+			for len(items) < d.cfg.BatchSize {
+				select {
+				case b, ok := <-d.work:
+					if !ok {
+						break more
+					}
+					items = append(items, d.take(b)...)
+				default:
+					break more
+				}
 			}
 			d.send(ctx, items)
 		}
 	}
+}
+
+// take returns a batch's rows and frees its claim slot.
+func (d *Dispatcher[TTx]) take(b batch) []item {
+	if b.claimed {
+		<-d.slots
+	}
+	return b.items
 }
 
 // send sends one batch, retrying immediately as long as the policy says so,
