@@ -32,6 +32,17 @@ type broker struct {
 
 	mu     sync.Mutex
 	queues []string // declared by this run, deleted by close
+
+	stats *statTransport // with -stats: counts the bus's sends
+}
+
+// busTransport returns tr as the bus should use it: counted with -stats.
+func (b *broker) busTransport(tr transport.Transport) transport.Transport {
+	if b.stats == nil {
+		return tr
+	}
+	b.stats.Transport = tr
+	return b.stats
 }
 
 func openBroker(ctx context.Context, cfg *config) (*broker, error) {

@@ -30,7 +30,7 @@ func padFor(size int) string {
 // newBus returns a bus on the database and tr with the run's tuning flags
 // and its private group prefix.
 func newBus[TTx any](cfg *config, db *database[TTx], tr transport.Transport, br *broker) (*cap.Bus[TTx], error) {
-	return cap.New(db.busStore(), tr, cap.Options{
+	return cap.New(db.busStore(), br.busTransport(tr), cap.Options{
 		DefaultGroup:        "bench",
 		GroupNamePrefix:     br.prefix,
 		BatchSize:           cfg.batch,

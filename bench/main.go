@@ -306,7 +306,10 @@ func runScenario[TTx any](ctx context.Context, cfg *config, out *report, db *dat
 		cfg.size, runtime.GOMAXPROCS(0))
 	if cfg.stats {
 		db.stats = newStatStore(db.store)
-		defer func() { out.linef("storage calls of the bus:\n%s", db.stats.summary()) }()
+		br.stats = &statTransport{}
+		defer func() {
+			out.linef("storage and transport calls of the bus:\n%s\n%s", db.stats.summary(), br.stats.summary())
+		}()
 	}
 	switch cfg.scenario {
 	case "publish-overhead":

@@ -8,7 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
+	"github.com/go-cap/cap/transport"
 )
 
 // statStore counts the storage calls the bus makes, for -stats: how many
@@ -116,4 +118,42 @@ func (s *statStore[TTx]) SetOutcomesTx(ctx context.Context, tx TTx, t storage.Ta
 func (s *statStore[TTx]) Commit(ctx context.Context, tx TTx) error {
 	defer s.count("Commit", 0, time.Now())
 	return s.Storage.Commit(ctx, tx)
+}
+
+// statTransport counts the bus's sends, for -stats.
+type statTransport struct {
+	transport.Transport
+	mu           sync.Mutex
+	calls, msgs  int64
+	failed       int64
+	time         time.Duration
+	largestBatch int
+}
+
+func (s *statTransport) SendBatch(ctx context.Context, msgs []*message.Message) []error {
+	start := time.Now()
+	errs := s.Transport.SendBatch(ctx, msgs)
+	d := time.Since(start)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	s.msgs += int64(len(msgs))
+	s.time += d
+	s.largestBatch = max(s.largestBatch, len(msgs))
+	for _, e := range errs {
+		if e != nil {
+			s.failed++
+		}
+	}
+	return errs
+}
+
+func (s *statTransport) summary() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.calls == 0 {
+		return "  SendBatch                    calls=0"
+	}
+	return fmt.Sprintf("  %-28s calls=%-7d msgs=%-7d msgs/call=%-6s largest=%d failed=%d avg=%s", "SendBatch", s.calls,
+		s.msgs, num(float64(s.msgs)/float64(s.calls)), s.largestBatch, s.failed, ms(s.time/time.Duration(s.calls)))
 }
