@@ -19,6 +19,7 @@ import (
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/storage"
+	"github.com/go-cap/cap/storage/memory"
 	"github.com/go-cap/cap/storage/sqlite"
 	"github.com/go-cap/cap/transport"
 	memtr "github.com/go-cap/cap/transport/memory"
@@ -181,32 +182,51 @@ func TestRolledBackNeverDelivered(t *testing.T) {
 	require.EqualValues(t, 1, total, "only the committed row exists: %v", pub)
 }
 
+// 1,000 messages published concurrently, half through Publish and half
+// through InTx, are each handled exactly once per group: on the in-memory
+// storage with 16 writers, and on SQLite (a single writer at a time) with 4.
 func TestConcurrentPublishHandledOncePerGroup(t *testing.T) {
 	t.Parallel()
-	b := setup(t, cap.Options{})
+	t.Run("memory", func(t *testing.T) {
+		t.Parallel()
+		tr := memtr.New()
+		t.Cleanup(func() { _ = tr.Close() })
+		wid := int64(6)
+		bus, err := cap.New(memory.New(), tr, cap.Options{Logger: quietLogger(), WorkerID: &wid, PollInterval: 50 * time.Millisecond})
+		require.NoError(t, err)
+		concurrentOncePerGroup(t, bus, 16)
+	})
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		concurrentOncePerGroup(t, setup(t, cap.Options{}).bus, 4)
+	})
+}
+
+func concurrentOncePerGroup[TTx any](t *testing.T, bus *cap.Bus[TTx], writers int) {
 	const n = 1000
 	var counts [2][n]atomic.Int32
 	for gi, g := range []string{"a", "b"} {
-		require.NoError(t, cap.Subscribe(b.bus, "load", g, func(ctx context.Context, m cap.Msg[int]) error {
+		require.NoError(t, cap.Subscribe(bus, "load", g, func(ctx context.Context, m cap.Msg[int]) error {
 			counts[gi][m.Payload].Add(1)
 			return nil
 		}))
 	}
-	b.start(t)
+	require.NoError(t, bus.Start(context.Background()))
+	t.Cleanup(func() { _ = bus.Shutdown(context.Background()) })
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
-	for w := range 16 {
+	for w := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < n; i += 16 {
+			for i := w; i < n; i += writers {
 				var err error
 				if i%2 == 0 {
-					err = b.bus.Publish(ctx, "load", i)
+					err = bus.Publish(ctx, "load", i)
 				} else {
-					err = b.bus.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-						return b.bus.PublishTx(ctx, tx, "load", i)
+					err = bus.InTx(ctx, func(ctx context.Context, tx TTx) error {
+						return bus.PublishTx(ctx, tx, "load", i)
 					})
 				}
 				if err != nil {
@@ -220,7 +240,7 @@ func TestConcurrentPublishHandledOncePerGroup(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	eventually(t, 30*time.Second, func() bool {
+	eventually(t, 60*time.Second, func() bool {
 		for g := range 2 {
 			for i := range n {
 				if counts[g][i].Load() == 0 {
@@ -587,12 +607,12 @@ func TestRawHandlerGetsBodyAndHeaders(t *testing.T) {
 // extended, so no instance (this one included) runs it a second time.
 func TestLongHandlerKeepsItsLease(t *testing.T) {
 	t.Parallel()
-	b := setup(t, cap.Options{Lease: 90 * time.Millisecond, PollInterval: 10 * time.Millisecond})
+	b := setup(t, cap.Options{Lease: 300 * time.Millisecond, PollInterval: 10 * time.Millisecond})
 	var calls atomic.Int32
 	done := make(chan struct{})
 	require.NoError(t, cap.Subscribe(b.bus, "slow", "g", func(ctx context.Context, m cap.Msg[string]) error {
 		if calls.Add(1) == 1 {
-			time.Sleep(600 * time.Millisecond) // the subject of the test: a handler outliving its lease
+			time.Sleep(1200 * time.Millisecond) // the subject of the test: a handler outliving its lease
 			close(done)
 		}
 		return nil
@@ -642,4 +662,82 @@ func TestInstanceClaimsOnlyItsGroups(t *testing.T) {
 	}))
 	b.start(t)
 	require.Equal(t, "77", recv(t, done))
+}
+
+// refusing is a storage whose database refuses Scheduled Received rows of
+// one message id, as PostgreSQL refuses text it cannot hold.
+type refusing struct {
+	*sqlite.Storage
+	id string
+}
+
+var errRefused = errors.New("invalid byte sequence for encoding")
+
+func (r refusing) InsertReceivedBatch(ctx context.Context, recs []*storage.Record) ([]bool, error) {
+	for _, rec := range recs {
+		if rec.MessageID == r.id && rec.Status != storage.StatusFailed {
+			return nil, errRefused
+		}
+	}
+	return r.Storage.InsertReceivedBatch(ctx, recs)
+}
+
+func (r refusing) InsertReceived(ctx context.Context, rec *storage.Record) (bool, error) {
+	if rec.MessageID == r.id && rec.Status != storage.StatusFailed {
+		return false, errRefused
+	}
+	return r.Storage.InsertReceived(ctx, rec)
+}
+
+// A message the database cannot store, or whose key headers are not text,
+// is stored as Failed and acked: never redelivered in a loop, and the
+// messages around it are handled.
+func TestUnstorableMessageFailsOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, cap.Options{})
+	wid := int64(4)
+	var failures sync.Map // message id -> *atomic.Int32
+	bus, err := cap.New[*sql.Tx](refusing{Storage: b.store, id: "refused"}, b.tr, cap.Options{Logger: quietLogger(), WorkerID: &wid,
+		FailedThresholdCallback: func(ctx context.Context, fi cap.FailedInfo) {
+			n, _ := failures.LoadOrStore(fi.Message.ID(), new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
+		}})
+	require.NoError(t, err)
+	var handled sync.Map
+	require.NoError(t, cap.Subscribe(bus, "t", "g", func(ctx context.Context, m cap.Msg[string]) error {
+		handled.Store(m.ID, true)
+		return nil
+	}))
+	require.NoError(t, bus.Start(context.Background()))
+	t.Cleanup(func() { _ = bus.Shutdown(context.Background()) })
+	ctx := context.Background()
+	for _, id := range []string{"before", "refused", "u\x00nul", "after"} {
+		require.NoError(t, b.tr.Send(ctx, &message.Message{Headers: message.Headers{
+			message.HeaderMessageID: id, message.HeaderMessageName: "t"}, Body: []byte(`"x"`)}))
+	}
+	eventually(t, 10*time.Second, func() bool {
+		_, ok1 := handled.Load("before")
+		_, ok2 := handled.Load("after")
+		return ok1 && ok2 && len(received(t, b.store, "g.v1")) == 4
+	}, "the good messages handled and the bad ones stored")
+	byID := map[string]*storage.Record{}
+	for _, r := range received(t, b.store, "g.v1") {
+		byID[r.MessageID] = r
+	}
+	for id, want := range map[string]string{"refused": "StorageRefusedException-->", "unul": "MissingHeadersException-->header cap-msg-id is not valid text"} {
+		r := byID[id]
+		require.NotNil(t, r, "row of %q", id)
+		require.Equal(t, storage.StatusFailed, r.Status)
+		require.Nil(t, r.NextAttemptAt)
+		m, err := message.DecodeContent(r.Content)
+		require.NoError(t, err)
+		require.Contains(t, m.Exception(), want)
+	}
+	// Acked once: a redelivery would report the failure again.
+	time.Sleep(300 * time.Millisecond)
+	for _, id := range []string{"refused", "u\x00nul"} {
+		n, ok := failures.Load(id)
+		require.True(t, ok, "failure of %q reported", id)
+		require.EqualValues(t, 1, n.(*atomic.Int32).Load(), "failure of %q reported once", id)
+	}
 }

@@ -25,6 +25,7 @@ const (
 	excNotFound = "SubscriberNotFoundException"
 	excHeaders  = "MissingHeadersException"
 	excDecode   = "DeserializationException"
+	excStore    = "StorageRefusedException"
 )
 
 // FailedInfo describes a message that used up its retries.

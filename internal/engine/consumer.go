@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/retry"
@@ -172,6 +174,9 @@ func (c *Consumers[TTx]) prepare(group string, d transport.Delivery) *arrival[TT
 			fmt.Errorf("message on %q has no %s or %s header; set Options.CustomHeaders to accept such messages",
 				d.Topic(), message.HeaderMessageID, message.HeaderMessageName))
 	}
+	if err := checkKey(msg.ID(), msg.Name()); err != nil {
+		return c.unhandled(group, d, msg, excHeaders, err)
+	}
 	sub := c.reg.Find(group, msg.Name())
 	if sub == nil {
 		return c.unhandled(group, d, msg, excNotFound, fmt.Errorf("no subscriber of group %q for topic %q", group, msg.Name()))
@@ -188,7 +193,7 @@ func (c *Consumers[TTx]) prepare(group string, d transport.Delivery) *arrival[TT
 // unhandled makes the Failed row of a message that cannot be handled.
 func (c *Consumers[TTx]) unhandled(group string, d transport.Delivery, msg *message.Message, typ string, cause error) *arrival[TTx] {
 	id := c.cfg.NewID()
-	msgID := msg.ID()
+	msgID := cleanKey(msg.ID())
 	if msgID == "" {
 		msgID = strconv.FormatInt(id, 10)
 	}
@@ -196,6 +201,7 @@ func (c *Consumers[TTx]) unhandled(group string, d transport.Delivery, msg *mess
 	if name == "" {
 		name = d.Topic()
 	}
+	name = cleanKey(name)
 	content := withException(msg, exception(typ, cause))
 	if content == nil {
 		content = []byte(`{"Headers":{},"Value":null}`)
@@ -263,6 +269,9 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 		returned = make([]bool, len(batch))
 		for i, a := range batch {
 			ok, err := c.cfg.Store.InsertReceived(ctx, a.rec)
+			if err != nil && ctx.Err() == nil {
+				ok, err = c.storeRefused(ctx, group, batch, i, err)
+			}
 			if err != nil {
 				c.returnDelivery(ctx, a.d, err)
 				returned[i] = true
@@ -300,6 +309,55 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 		// A database outage must not become a redelivery storm.
 		sleepCtx(ctx, time.Second)
 	}
+}
+
+// storeRefused handles a row the storage refused on its own: it tries
+// again once, in case the failure was passing, and then stores the message
+// as Failed for good with the storage's error (its Failed row holds only
+// text the storage takes), so a message the database cannot hold is acked
+// instead of being redelivered forever. When the database is down both
+// writes fail and the delivery goes back to the broker.
+func (c *Consumers[TTx]) storeRefused(ctx context.Context, group string, batch []*arrival[TTx], i int, cause error) (bool, error) {
+	a := batch[i]
+	if !sleepCtx(ctx, 50*time.Millisecond) {
+		return false, cause
+	}
+	ok, err := c.cfg.Store.InsertReceived(ctx, a.rec)
+	if err == nil || a.sub == nil {
+		return ok, err
+	}
+	f := c.unhandled(group, a.d, a.msg, excStore, fmt.Errorf("the storage refused the message: %w", err))
+	if _, ferr := c.cfg.Store.InsertReceived(ctx, f.rec); ferr != nil {
+		return false, err
+	}
+	batch[i] = f
+	return true, nil
+}
+
+// checkKey checks the headers that become the Received row's key columns.
+func checkKey(id, name string) error {
+	for _, h := range []struct{ key, v string }{{message.HeaderMessageID, id}, {message.HeaderMessageName, name}} {
+		switch {
+		case !utf8.ValidString(h.v) || strings.ContainsRune(h.v, 0):
+			return fmt.Errorf("header %s is not valid text: %q", h.key, h.v)
+		case utf8.RuneCountInString(h.v) > maxKeyLen:
+			return fmt.Errorf("header %s is longer than %d characters", h.key, maxKeyLen)
+		}
+	}
+	return nil
+}
+
+// maxKeyLen is the width of the Name and MessageId columns (CAP's 200).
+const maxKeyLen = 200
+
+// cleanKey makes s storable in a key column: valid UTF-8, no NUL, at most
+// maxKeyLen characters.
+func cleanKey(s string) string {
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+	if utf8.RuneCountInString(s) > maxKeyLen {
+		s = string([]rune(s)[:maxKeyLen])
+	}
+	return s
 }
 
 // returnDelivery gives a delivery the storage could not take back to the
