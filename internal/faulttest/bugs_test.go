@@ -9,18 +9,24 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/go-cap/cap"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/storage"
+	"github.com/go-cap/cap/storage/postgres"
 	"github.com/go-cap/cap/storage/sqlite"
 	memtr "github.com/go-cap/cap/transport/memory"
+	"github.com/go-cap/cap/transport/rabbitmq"
 )
 
 // Reproductions of bugs the fault harness found, kept out of TestFaults:
@@ -175,4 +181,158 @@ func TestBugStaleOutcomeUndoesSuccess(t *testing.T) {
 	r, err := store.Get(ctx, storage.Received, rows[0].ID)
 	require.NoError(t, err)
 	require.Equal(t, storage.StatusSucceeded, r.Status, "a late outcome overwrote Succeeded")
+}
+
+// rejections counts the deliveries the bus returned to the broker because
+// it could not store them.
+type rejections struct{ n atomic.Int32 }
+
+func (r *rejections) Enabled(context.Context, slog.Level) bool { return true }
+func (r *rejections) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *rejections) WithGroup(string) slog.Handler            { return r }
+func (r *rejections) Handle(_ context.Context, rec slog.Record) error {
+	if strings.Contains(rec.Message, "returned to the broker") {
+		r.n.Add(1)
+	}
+	return nil
+}
+
+// A delivery whose text PostgreSQL cannot store is returned to the broker
+// and delivered again, once a second, forever, and each return holds the
+// group's storer for a second: a producer that sends Latin-1 inside a JSON
+// string, or a NUL byte in a header, blocks a whole group. The Content
+// column and the MessageId, Name and Group columns are text;
+// message.EncodeContent writes a body that is JSON but not UTF-8 as it is
+// (CAP would have failed to parse it and stored a data URI), and the
+// consumer stores header values as they came. Such a message can never be
+// stored as it is: it must be stored Failed (with its body as a data URI and
+// its headers made valid), and acked.
+func TestBugInvalidTextRedeliveredForever(t *testing.T) {
+	dsn := getenv("CAP_TEST_POSTGRES", defaultDSN)
+	amqpURL := getenv("CAP_TEST_RABBITMQ", defaultAMQP)
+	for name, p := range map[string]amqp.Publishing{
+		"latin-1 in a JSON body": {Body: []byte("{\"name\":\"caf\xe9\"}"),
+			Headers: amqp.Table{message.HeaderMessageID: "u1", message.HeaderMessageName: "orders"}},
+		"NUL in cap-msg-id": {Body: []byte(`{"name":"cafe"}`),
+			Headers: amqp.Table{message.HeaderMessageID: "u\x002", message.HeaderMessageName: "orders"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			pool, err := pgxpool.New(ctx, dsn)
+			require.NoError(t, err)
+			t.Cleanup(pool.Close)
+			if err := pool.Ping(ctx); err != nil {
+				unavailable(t, "PostgreSQL at CAP_TEST_POSTGRES=%q is unreachable: %v", dsn, err)
+			}
+			id := strconv.FormatInt(time.Now().UnixNano(), 36)
+			schema, exchange := "faulttest_bug_"+id, "faulttest.bug."+id
+			t.Cleanup(func() { _, _ = pool.Exec(context.Background(), `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`) })
+			store, err := postgres.New(pool, postgres.Options{Schema: schema})
+			require.NoError(t, err)
+			tr, err := rabbitmq.New(rabbitmq.Config{URL: amqpURL, ExchangeName: exchange})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = tr.Close() })
+			var returned rejections
+			wid := int64(4)
+			bus, err := cap.New(store, tr, cap.Options{GroupNamePrefix: exchange, WorkerID: &wid, Logger: slog.New(&returned)})
+			require.NoError(t, err)
+			require.NoError(t, cap.Subscribe(bus, "orders", "g", func(ctx context.Context, m cap.Msg[[]byte]) error { return nil }))
+			require.NoError(t, bus.Start(ctx))
+			t.Cleanup(func() {
+				_ = bus.Shutdown(context.Background())
+				if conn, err := amqp.Dial(amqpURL); err == nil {
+					if ch, err := conn.Channel(); err == nil {
+						_, _ = ch.QueueDelete(exchange+".g.v1", false, false, false)
+						_ = ch.ExchangeDelete(exchange, false, false)
+					}
+					_ = conn.Close()
+				}
+			})
+
+			conn, err := amqp.Dial(amqpURL)
+			if err != nil {
+				unavailable(t, "RabbitMQ at CAP_TEST_RABBITMQ=%q is unreachable: %v", amqpURL, err)
+			}
+			defer conn.Close()
+			ch, err := conn.Channel()
+			require.NoError(t, err)
+			require.NoError(t, ch.PublishWithContext(ctx, exchange, "orders", false, false, p))
+			require.Never(t, func() bool { return returned.n.Load() > 1 }, 4*time.Second, 50*time.Millisecond,
+				"a message whose text PostgreSQL refuses is returned to the broker and delivered again, forever")
+		})
+	}
+}
+
+// A string payload that reads as a data URI ("data:image/png;base64,...",
+// a common way to carry an image in JSON) changes on its way when the row
+// is read back from the table (a plain tx.Commit, a retry, a crashed
+// instance's row): message.DecodeContent takes every "data:...;base64,"
+// string Value for a body CAP stored as a data URI, and returns the decoded
+// bytes instead of the JSON string. The subscriber then gets the image bytes
+// and its typed handler fails for good ("decode string payload").
+func TestBugDataURIStringPayloadDecoded(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "cap.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	store, err := sqlite.New(db, sqlite.Options{})
+	require.NoError(t, err)
+	tr := memtr.New()
+	t.Cleanup(func() { _ = tr.Close() })
+	wid := int64(5)
+	bus, err := cap.New(store, tr, cap.Options{PollInterval: 20 * time.Millisecond, WorkerID: &wid,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	got := make(chan string, 1)
+	require.NoError(t, cap.Subscribe(bus, "avatar.uploaded", "g", func(ctx context.Context, m cap.Msg[string]) error {
+		got <- m.Payload
+		return nil
+	}))
+	require.NoError(t, bus.Start(ctx))
+	t.Cleanup(func() { _ = bus.Shutdown(ctx) })
+
+	const avatar = "data:image/png;base64,iVBORw0KGgo="
+	tx, err := store.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, bus.PublishTx(ctx, tx, "avatar.uploaded", avatar))
+	require.NoError(t, tx.Commit()) // a plain commit: the poll reads the row back
+	select {
+	case s := <-got:
+		require.Equal(t, avatar, s)
+	case <-time.After(3 * time.Second):
+		rows, _, err := store.List(ctx, storage.Received, storage.ListQuery{})
+		require.NoError(t, err)
+		for _, r := range rows {
+			m, err := message.DecodeContent(r.Content)
+			require.NoError(t, err)
+			t.Logf("received row %s: body %q, %s", r.Status, m.Body, m.Exception())
+		}
+		t.Fatal("the string payload never reached its handler")
+	}
+}
+
+// message.ParseDelay accepts days up to 106751, but 106751 days and more
+// than 23:47:16.8547758 overflow time.Duration: a positive cap-delaytime
+// parses as a negative delay, with no error.
+func TestBugParseDelayOverflows(t *testing.T) {
+	for _, s := range []string{"106751.23:59:59", "106751.23:47:16.8547759"} {
+		d, err := message.ParseDelay(s)
+		if err == nil {
+			require.Positive(t, d, "ParseDelay(%q)", s)
+		}
+	}
+}
+
+// EncodeContent keeps the header "go-cap-body" for its data-URI mark and
+// drops any such header of the message, but DecodeContent keeps one that
+// holds another value: a stored row read back and written again loses it.
+// Either both should treat the name as reserved, or neither.
+func TestBugReservedContentHeader(t *testing.T) {
+	m, err := message.DecodeContent([]byte(`{"Headers":{"go-cap-body":"x"},"Value":1}`))
+	require.NoError(t, err)
+	enc, err := message.EncodeContent(m)
+	require.NoError(t, err)
+	again, err := message.DecodeContent(enc)
+	require.NoError(t, err)
+	require.Equal(t, m.Headers, again.Headers, "a row decoded, encoded and decoded again changed its headers")
 }
