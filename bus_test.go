@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -671,7 +672,7 @@ type refusing struct {
 	id string
 }
 
-var errRefused = errors.New("invalid byte sequence for encoding")
+var errRefused = fmt.Errorf("invalid byte sequence for encoding: %w", storage.ErrRefused)
 
 func (r refusing) InsertReceivedBatch(ctx context.Context, recs []*storage.Record) ([]bool, error) {
 	for _, rec := range recs {

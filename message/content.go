@@ -109,8 +109,10 @@ func DecodeContent(data []byte) (*Message, error) {
 	if len(v) == 0 || bytes.Equal(v, []byte("null")) {
 		return m, nil
 	}
-	if m.Headers[contentBodyKey] == contentBodyDataURI {
-		delete(m.Headers, contentBodyKey)
+	// The mark's name is reserved: EncodeContent writes it only as the mark.
+	mark := m.Headers[contentBodyKey]
+	delete(m.Headers, contentBodyKey)
+	if mark == contentBodyDataURI {
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil || !strings.HasPrefix(s, "data:") {
 			return nil, fmt.Errorf("%w: body marked as a data URI is not one", ErrInvalidContent)

@@ -56,6 +56,10 @@ var (
 	// ErrStale: a conditional outcome found the row already Succeeded
 	// (another instance completed it first); the transaction must roll back.
 	ErrStale = errors.New("storage: row already completed")
+	// ErrRefused: the database refused a value of the row itself (text it
+	// cannot hold, a value too long for its column). Writing the same row
+	// again cannot succeed, unlike after an outage.
+	ErrRefused = errors.New("storage: value refused by the database")
 	// ErrInvalidIdentifier: a schema, prefix or table name from the options
 	// is not a plain identifier.
 	ErrInvalidIdentifier = errors.New("storage: invalid identifier")

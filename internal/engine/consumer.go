@@ -311,23 +311,19 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 	}
 }
 
-// storeRefused handles a row the storage refused on its own: it tries
-// again once, in case the failure was passing, and then stores the message
-// as Failed for good with the storage's error (its Failed row holds only
-// text the storage takes), so a message the database cannot hold is acked
-// instead of being redelivered forever. When the database is down both
-// writes fail and the delivery goes back to the broker.
+// storeRefused handles a row the database refused for its values
+// (storage.ErrRefused): it stores the message as Failed for good with the
+// storage's error (its Failed row holds only text the storage takes), so a
+// message the database cannot hold is acked instead of being redelivered
+// forever. Any other error (an outage, a restart) returns the delivery to
+// the broker: the message is not failed for what was the database's state.
 func (c *Consumers[TTx]) storeRefused(ctx context.Context, group string, batch []*arrival[TTx], i int, cause error) (bool, error) {
 	a := batch[i]
-	if !sleepCtx(ctx, 50*time.Millisecond) {
+	if !errors.Is(cause, storage.ErrRefused) || a.sub == nil {
 		return false, cause
 	}
-	ok, err := c.cfg.Store.InsertReceived(ctx, a.rec)
-	if err == nil || a.sub == nil {
-		return ok, err
-	}
-	f := c.unhandled(group, a.d, a.msg, excStore, fmt.Errorf("the storage refused the message: %w", err))
-	if _, ferr := c.cfg.Store.InsertReceived(ctx, f.rec); ferr != nil {
+	f := c.unhandled(group, a.d, a.msg, excStore, fmt.Errorf("the storage refused the message: %w", cause))
+	if _, err := c.cfg.Store.InsertReceived(ctx, f.rec); err != nil {
 		return false, err
 	}
 	batch[i] = f

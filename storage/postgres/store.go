@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/go-cap/cap/storage"
@@ -221,12 +223,12 @@ func (s *Store[TTx]) InsertReceived(ctx context.Context, r *storage.Record) (boo
 		r.ID, r.Version, r.Name, r.Group, r.MessageID, text(r.Content), int32(r.Retries), string(r.Status),
 		r.DueIn.Microseconds(), r.ExpiresIn.Microseconds(), r.Terminal)
 	if err != nil {
-		return false, fmt.Errorf("postgres: insert received: %w", err)
+		return false, insertReceivedErr(err)
 	}
 	defer rs.Close()
 	if !rs.Next() {
 		if err := rs.Err(); err != nil {
-			return false, fmt.Errorf("postgres: insert received: %w", err)
+			return false, insertReceivedErr(err)
 		}
 		return false, nil // a duplicate delivery
 	}
@@ -235,11 +237,11 @@ func (s *Store[TTx]) InsertReceived(ctx context.Context, r *storage.Record) (boo
 		exp, nxt *time.Time
 	)
 	if err := rs.Scan(&added, &exp, &nxt); err != nil {
-		return false, fmt.Errorf("postgres: insert received: %w", err)
+		return false, insertReceivedErr(err)
 	}
 	rs.Close()
 	if err := rs.Err(); err != nil {
-		return false, fmt.Errorf("postgres: insert received: %w", err)
+		return false, insertReceivedErr(err)
 	}
 	r.Added, r.ExpiresAt, r.NextAttemptAt = added.UTC(), utc(exp), utc(nxt)
 	return true, nil
@@ -295,7 +297,7 @@ func (s *Store[TTx]) InsertReceivedBatch(ctx context.Context, recs []*storage.Re
 	rs, err := s.b.db().query(ctx, s.q.tables[storage.Received].insertBatch,
 		ids, versions, names, groups, msgIDs, contents, retries, statuses, due, expires, terminal)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: insert received: %w", err)
+		return nil, insertReceivedErr(err)
 	}
 	defer rs.Close()
 	type stored struct {
@@ -309,14 +311,14 @@ func (s *Store[TTx]) InsertReceivedBatch(ctx context.Context, recs []*storage.Re
 			v  stored
 		)
 		if err := rs.Scan(&id, &v.added, &v.exp, &v.nxt); err != nil {
-			return nil, fmt.Errorf("postgres: insert received: %w", err)
+			return nil, insertReceivedErr(err)
 		}
 		if i, ok := byID[id]; ok {
 			got[i] = v
 		}
 	}
 	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: insert received: %w", err)
+		return nil, insertReceivedErr(err)
 	}
 	// Written back only once the statement has succeeded as a whole.
 	for i, v := range got {
@@ -647,4 +649,15 @@ func utc(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
+}
+
+// insertReceivedErr wraps an error of a Received insert, marking
+// PostgreSQL's data exceptions (SQLSTATE class 22: text the encoding cannot
+// hold, a value too long) with storage.ErrRefused.
+func insertReceivedErr(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && strings.HasPrefix(pe.Code, "22") {
+		return fmt.Errorf("postgres: insert received: %w: %w", storage.ErrRefused, err)
+	}
+	return fmt.Errorf("postgres: insert received: %w", err)
 }
