@@ -28,13 +28,14 @@ func burnDown[TTx any](ctx context.Context, cfg *config, out *report, db *databa
 	if err != nil {
 		return result{}, err
 	}
-	start := time.Now()
+	start, cpu := time.Now(), readCPU()
 	if err := br.rawSend(ctx, msgs); err != nil {
 		return result{}, fmt.Errorf("baseline: %w", err)
 	}
 	baseElapsed := time.Since(start)
 	base := rate(int64(n), baseElapsed)
 	out.linef("baseline (raw sends, asynchronous confirms): %d in %s = %s msg/s", n, baseElapsed.Round(time.Millisecond), num(base))
+	out.linef("  %s", readCPU().since(cpu).format(baseElapsed))
 	msgs = nil
 	if err := br.purge(ctx, sinkQueue, topic); err != nil {
 		return result{}, err
@@ -61,7 +62,7 @@ func burnDown[TTx any](ctx context.Context, cfg *config, out *report, db *databa
 	}
 	out.linef("stored %d rows with the bus stopped in %s", n, time.Since(start).Round(time.Millisecond))
 
-	start = time.Now()
+	start, cpu = time.Now(), readCPU()
 	if err := bus.Start(ctx); err != nil {
 		return result{}, err
 	}
@@ -79,8 +80,10 @@ func burnDown[TTx any](ctx context.Context, cfg *config, out *report, db *databa
 		return result{}, fmt.Errorf("only %d of %d sent after %s", sent.sent.Load(), n, limit)
 	}
 	libElapsed := time.Unix(0, sent.at.Load()).Sub(start)
+	libCPU := readCPU().since(cpu)
 	lib := rate(int64(n), libElapsed)
 	out.linef("library  (Start to the last confirm): %d in %s = %s msg/s", n, libElapsed.Round(time.Millisecond), num(lib))
+	out.linef("  %s", libCPU.format(time.Since(start)))
 	var marked int64
 	ok := waitFor(ctx, time.Minute, func() bool {
 		marked, err = db.succeeded(ctx, storage.Published)

@@ -43,8 +43,10 @@ func endToEnd[TTx any](ctx context.Context, cfg *config, out *report, db *databa
 			}
 		}
 	})
+	cpu := readCPU()
 	_, elapsed, err := closedLoop(ctx, cfg.writers, 0, cfg.duration, f.publish)
 	c1, h1 := f.committed.Load(), f.handled.Load()
+	used := readCPU().since(cpu)
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -57,6 +59,7 @@ func endToEnd[TTx any](ctx context.Context, cfg *config, out *report, db *databa
 	out.linef("handled:   %d = %s msg/s", h1-h0, num(handled))
 	out.linef("backlog (committed, not yet handled) each second: %s", strings.Join(samples, " "))
 	out.linef("backlog at the end: %d", c1-h1)
+	out.linef("%s", used.format(elapsed))
 	took, ok := f.drain(ctx, drainLimit)
 	out.linef("drained in %s (done=%v)", took.Round(time.Millisecond), ok)
 	out.linef("latency commit to handler start: %s", f.track.hist.summary())
@@ -86,15 +89,17 @@ func latency[TTx any](ctx context.Context, cfg *config, out *report, db *databas
 	}
 	f.track.hist.reset()
 	c0, h0 := f.committed.Load(), f.handled.Load()
-	start := time.Now()
+	start, cpu := time.Now(), readCPU()
 	if err := pace(ctx, cfg.rate, cfg.duration, cfg.writers, f.publish); err != nil {
 		return result{}, err
 	}
 	elapsed := time.Since(start)
+	used := readCPU().since(cpu)
 	c1, h1 := f.committed.Load(), f.handled.Load()
 	took, ok := f.drain(ctx, drainLimit)
 	out.linef("writers=%d: committed %s msg/s, handled %s msg/s over %s; drained in %s (done=%v)", cfg.writers,
 		num(rate(c1-c0, elapsed)), num(rate(h1-h0, elapsed)), elapsed.Round(time.Millisecond), took.Round(time.Millisecond), ok)
+	out.linef("%s", used.format(elapsed))
 	h := &f.track.hist
 	out.linef("library  (commit to handler start): %s", h.summary())
 	out.linef("(the RESULT line compares p99 latencies)")

@@ -74,12 +74,14 @@ func publishOverhead[TTx any](ctx context.Context, cfg *config, out *report, db 
 		if _, _, err := closedLoop(ctx, cfg.writers, 0, time.Second, op); err != nil { // warm-up
 			return 0, fmt.Errorf("%s: %w", name, err)
 		}
+		cpu := readCPU()
 		n, elapsed, err := closedLoop(ctx, cfg.writers, int64(cfg.n), cfg.duration, op)
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", name, err)
 		}
 		r := rate(n, elapsed)
 		out.linef("%s: %d tx in %s = %s tx/s", name, n, elapsed.Round(time.Millisecond), num(r))
+		out.linef("  %s", readCPU().since(cpu).format(elapsed))
 		return r, nil
 	}
 
