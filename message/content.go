@@ -105,13 +105,13 @@ func DecodeContent(data []byte) (*Message, error) {
 			m.Headers[k] = ""
 		}
 	}
+	// The mark's name is reserved: EncodeContent writes it only as the mark.
+	mark := m.Headers[contentBodyKey]
+	delete(m.Headers, contentBodyKey)
 	v := bytes.TrimSpace(c.Value)
 	if len(v) == 0 || bytes.Equal(v, []byte("null")) {
 		return m, nil
 	}
-	// The mark's name is reserved: EncodeContent writes it only as the mark.
-	mark := m.Headers[contentBodyKey]
-	delete(m.Headers, contentBodyKey)
 	if mark == contentBodyDataURI {
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil || !strings.HasPrefix(s, "data:") {
