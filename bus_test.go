@@ -608,17 +608,26 @@ func TestRawHandlerGetsBodyAndHeaders(t *testing.T) {
 // extended, so no instance (this one included) runs it a second time.
 func TestLongHandlerKeepsItsLease(t *testing.T) {
 	t.Parallel()
-	b := setup(t, cap.Options{Lease: 300 * time.Millisecond, PollInterval: 10 * time.Millisecond})
+	const lease = time.Second
+	b := setup(t, cap.Options{Lease: lease, PollInterval: 10 * time.Millisecond})
 	var calls atomic.Int32
 	done := make(chan struct{})
-	require.NoError(t, cap.Subscribe(b.bus, "slow", "g", func(ctx context.Context, m cap.Msg[string]) error {
+	handler := func(ctx context.Context, m cap.Msg[string]) error {
 		if calls.Add(1) == 1 {
-			time.Sleep(1200 * time.Millisecond) // the subject of the test: a handler outliving its lease
+			time.Sleep(3 * lease) // the subject of the test: a handler outliving its lease
 			close(done)
 		}
 		return nil
-	}))
+	}
+	require.NoError(t, cap.Subscribe(b.bus, "slow", "g", handler))
+	// A second instance of the same service polls for due rows all along.
+	wid := int64(7)
+	other, err := cap.New(b.store, b.tr, cap.Options{Lease: lease, PollInterval: 10 * time.Millisecond, WorkerID: &wid, Logger: quietLogger()})
+	require.NoError(t, err)
+	require.NoError(t, cap.Subscribe(other, "slow", "g", handler))
 	b.start(t)
+	require.NoError(t, other.Start(context.Background()))
+	t.Cleanup(func() { _ = other.Shutdown(context.Background()) })
 	require.NoError(t, b.bus.Publish(context.Background(), "slow", "x"))
 	recv(t, done)
 	eventually(t, 5*time.Second, func() bool {

@@ -201,6 +201,14 @@ func (e *Executor[TTx]) claimLoop(ctx context.Context, groups []string) {
 
 // resume queues a claimed Received row again.
 func (e *Executor[TTx]) resume(ctx context.Context, rec *storage.Record) {
+	e.mu.Lock()
+	_, running := e.inflight[rec.ID]
+	e.mu.Unlock()
+	if running {
+		// Its lease lapsed while this instance still works on it (the claim
+		// just renewed it): never run one message twice side by side.
+		return
+	}
 	msg, err := message.DecodeContent(rec.Content)
 	if err != nil {
 		e.finalFail(ctx, job[TTx]{rec: rec, msg: &message.Message{Headers: message.Headers{}}}, excDecode, err)
