@@ -39,6 +39,14 @@ type Dispatcher[TTx any] struct {
 	wake   chan struct{}
 	writer *outcomeWriter[TTx]
 
+	// Hand-overs that found the queue full are released in batches by
+	// releaseLoop: one statement for many transactions, and none of them
+	// waits for it.
+	relMu   sync.Mutex
+	relIDs  []int64
+	relWake chan struct{}
+	relStop chan struct{}
+
 	mu      sync.Mutex
 	running bool
 	wg      sync.WaitGroup
@@ -49,15 +57,18 @@ type Dispatcher[TTx any] struct {
 // NewDispatcher returns a dispatcher; Run starts it.
 func NewDispatcher[TTx any](cfg *Config[TTx]) *Dispatcher[TTx] {
 	claimed := cfg.Senders * 2
-	// Room for the hand-overs of a burst of transactions while the senders
-	// wait for the broker: a full queue releases rows to the claimer, which
-	// costs a statement per hand-over.
-	handovers := min(cfg.Senders*cfg.BatchSize, 4096)
+	// Room for the hand-overs of a few seconds of transactions while the
+	// senders fall behind: a full queue releases rows to the claimer, which
+	// costs two updates per row. The rows stay leased meanwhile, and a
+	// graceful stop still sends them.
+	handovers := min(8*cfg.Senders*cfg.BatchSize, 16384)
 	return &Dispatcher[TTx]{
-		cfg:   cfg,
-		work:  make(chan batch, claimed+handovers),
-		slots: make(chan struct{}, claimed),
-		wake:  make(chan struct{}, 1),
+		cfg:     cfg,
+		work:    make(chan batch, claimed+handovers),
+		slots:   make(chan struct{}, claimed),
+		wake:    make(chan struct{}, 1),
+		relWake: make(chan struct{}, 1),
+		relStop: make(chan struct{}),
 	}
 }
 
@@ -87,9 +98,10 @@ func (d *Dispatcher[TTx]) Running() bool {
 }
 
 // Handover gives the dispatcher rows the caller stored leased to this
-// instance (DueIn = lease) and has committed. It never blocks: when the
-// dispatcher is stopped or behind, the rows are released so any instance
-// claims them at once, and Handover reports false.
+// instance (DueIn = lease) and has committed. It does not wait for the
+// senders: when they are behind, the rows are released in the background
+// so that any instance claims them at once, and Handover reports false.
+// When the dispatcher is stopped it releases them itself.
 func (d *Dispatcher[TTx]) Handover(ctx context.Context, recs []*storage.Record, msgs []*message.Message) bool {
 	items := make([]item, len(recs))
 	for i := range recs {
@@ -99,19 +111,66 @@ func (d *Dispatcher[TTx]) Handover(ctx context.Context, recs []*storage.Record, 
 		}
 	}
 	d.mu.Lock()
-	ok := d.running
-	if ok {
+	running, queued := d.running, false
+	if running {
 		select {
 		case d.work <- batch{items: items}:
+			queued = true
 		default:
-			ok = false
+			// Under d.mu, so that Stop's last flush sees them.
+			d.releaseLater(items)
 		}
 	}
 	d.mu.Unlock()
-	if !ok {
+	if !running {
 		d.release(ctx, items)
 	}
-	return ok
+	return queued
+}
+
+// releaseLater queues rows for releaseLoop.
+func (d *Dispatcher[TTx]) releaseLater(items []item) {
+	d.relMu.Lock()
+	for _, it := range items {
+		d.relIDs = append(d.relIDs, it.rec.ID)
+	}
+	d.relMu.Unlock()
+	select {
+	case d.relWake <- struct{}{}:
+	default:
+	}
+}
+
+// releaseLoop releases the rows of overflowing hand-overs, all that are
+// waiting in one statement, until Stop (after a last flush) or ctx ends
+// (the rows then come back after their lease).
+func (d *Dispatcher[TTx]) releaseLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.relWake:
+		case <-d.relStop:
+			d.flushReleases(ctx)
+			return
+		}
+		d.flushReleases(ctx)
+	}
+}
+
+func (d *Dispatcher[TTx]) flushReleases(ctx context.Context) {
+	d.relMu.Lock()
+	ids := d.relIDs
+	d.relIDs = nil
+	d.relMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	if err := d.cfg.Store.Reschedule(ctx, storage.Published, ids, 0); err != nil {
+		d.cfg.Logger.WarnContext(ctx, "cap: releasing published rows failed; they are sent after their lease",
+			"rows", len(ids), "error", err)
+	}
+	d.Wake()
 }
 
 // release makes leased rows due again, so that they are not stuck until the
@@ -149,6 +208,11 @@ func (d *Dispatcher[TTx]) Run(ctx context.Context, notify <-chan struct{}) {
 			d.sendLoop(ctx)
 		}()
 	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.releaseLoop(ctx)
+	}()
 	d.claimWG.Add(1)
 	go func() {
 		defer d.claimWG.Done()
@@ -169,6 +233,7 @@ func (d *Dispatcher[TTx]) Stop(ctx context.Context) error {
 	d.mu.Unlock()
 	d.claimWG.Wait()
 	close(d.work) // no Handover or claimer writes after running = false
+	close(d.relStop)
 	return drain(ctx, &d.wg, d.writer)
 }
 

@@ -1,0 +1,87 @@
+package engine
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/go-cap/cap/message"
+	"github.com/go-cap/cap/retry"
+	"github.com/go-cap/cap/storage"
+	memstore "github.com/go-cap/cap/storage/memory"
+	"github.com/go-cap/cap/transport"
+	memtr "github.com/go-cap/cap/transport/memory"
+)
+
+// gatedTransport holds every send until open is closed.
+type gatedTransport struct {
+	*memtr.Transport
+	open chan struct{}
+}
+
+func (g *gatedTransport) SendBatch(ctx context.Context, msgs []*message.Message) []error {
+	<-g.open
+	return g.Transport.SendBatch(ctx, msgs)
+}
+
+// TestHandoverOverflowReleasesRows: hand-overs that find the senders behind
+// do not wait for them, and their rows, stored with an hour's lease, are
+// released so that the claimer sends them long before the lease ends.
+func TestHandoverOverflowReleasesRows(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store := memstore.New()
+	tr := &gatedTransport{Transport: memtr.New(), open: make(chan struct{})}
+	defer tr.Close()
+	cons, err := tr.Subscribe(ctx, "g", []string{"t"})
+	require.NoError(t, err)
+	ids, err := message.NewIDGenerator(1)
+	require.NoError(t, err)
+	cfg := &Config[*memstore.Tx]{
+		Store: store, Transport: tr, Version: "v1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		PollInterval: time.Hour, Lease: time.Hour, BatchSize: 1, Senders: 1, Workers: 1,
+		Consumers: 1, SendRetry: retry.CAP{}, HandlerRetry: retry.CAP{}, SucceedExpiry: time.Hour,
+		FailedExpiry: time.Hour, NewID: ids.Next,
+	}
+	disp := NewDispatcher(cfg)
+	disp.Run(ctx, nil)
+
+	const n = 100
+	overflowed := 0
+	for i := range n {
+		m := &message.Message{Headers: message.Headers{
+			message.HeaderMessageID: strconv.Itoa(i), message.HeaderMessageName: "t"}, Body: []byte(`{}`)}
+		content, err := message.EncodeContent(m)
+		require.NoError(t, err)
+		rec := &storage.Record{ID: ids.Next(), Version: "v1", Name: "t", Content: content,
+			Status: storage.StatusScheduled, DueIn: cfg.Lease}
+		require.NoError(t, store.InsertPublished(ctx, []*storage.Record{rec}))
+		if !disp.Handover(ctx, []*storage.Record{rec}, []*message.Message{m}) {
+			overflowed++
+		}
+	}
+	require.Positive(t, overflowed, "hand-overs beyond the queue's room")
+	close(tr.open)
+	disp.Wake()
+
+	got := map[string]bool{}
+	for len(got) < n {
+		d, err := cons.Receive(ctx)
+		require.NoError(t, err, "received %d of %d", len(got), n)
+		got[d.Message().ID()] = true
+		require.NoError(t, d.Ack(ctx))
+	}
+	require.NoError(t, disp.Stop(ctx))
+	require.Eventually(t, func() bool {
+		counts, err := store.Counts(ctx, storage.Published)
+		return err == nil && counts[storage.StatusSucceeded] == n
+	}, 10*time.Second, 10*time.Millisecond, "every row Succeeded")
+}
+
+var _ transport.Transport = (*gatedTransport)(nil)
