@@ -155,7 +155,10 @@ type Storage[TTx any] interface {
 	// InsertPublished stores rows in a transaction of its own, filling in
 	// Added, NextAttemptAt and ExpiresAt.
 	InsertPublished(ctx context.Context, recs []*Record) error
-	// InsertPublishedTx stores rows in the caller's transaction.
+	// InsertPublishedTx stores rows in the caller's transaction. It need
+	// not fill in Added, NextAttemptAt and ExpiresAt: nothing the bus
+	// does in the transaction reads them, and a storage may save the
+	// statement the cost of returning them.
 	InsertPublishedTx(ctx context.Context, tx TTx, recs []*Record) error
 	// InsertReceived stores a Received row unless one with the same
 	// (MessageID, Group) exists; it reports whether it inserted.

@@ -19,14 +19,17 @@
 // Migrate creates what is missing, in one transaction under an advisory
 // lock, so several instances may start at once. On a database created by
 // DotNetCore.CAP it adds the columns, makes CAP's pending rows (Scheduled
-// or Failed below 50 retries, Delayed, Queued) due, and replaces the
-// INCLUDE variant of CAP 8.3.1–8.3.2's Version index, which rejects large
+// or Failed below 50 retries, Delayed, Queued) due, and drops the INCLUDE
+// variant of CAP 8.3.1–8.3.2's Version index, which rejects large
 // contents. CAP's "lock" table is left alone.
 //
 // Claims, the collector's deletes and the dashboard's status pages use
 // indexes: a partial index on ("Version", "NextAttemptAt") holds only the
 // rows still to be attempted, CAP's ("ExpiresAt", "StatusName") serves the
-// deletes, and ("StatusName", "Added") the status pages. TestExplainPlans
+// deletes (created partial, WHERE "ExpiresAt" IS NOT NULL, so that inserts
+// do not write to it), and ("StatusName", "Added") the status pages. CAP's
+// ("Version", "ExpiresAt", "StatusName") serves only CAP's own retry query
+// and is not created; one CAP made is kept. TestExplainPlans
 // checks the plans on a large table (CAP_TEST_EXPLAIN_ROWS rows).
 //
 // # Claims and outcomes

@@ -119,7 +119,29 @@ func (s *Store[TTx]) InsertPublished(ctx context.Context, recs []*storage.Record
 // due at once (DueIn <= 0), the transaction also notifies the listeners,
 // which hear of it when it commits (see Options.NotifyInterval).
 func (s *Store[TTx]) InsertPublishedTx(ctx context.Context, tx TTx, recs []*storage.Record) error {
+	if len(recs) == 1 {
+		return s.insertOnePublished(ctx, s.b.in(tx), recs[0])
+	}
 	return s.insertPublished(ctx, s.b.in(tx), recs)
+}
+
+// insertOnePublished stores one row without reading back the values the
+// database fills in, which InsertPublishedTx does not promise.
+func (s *Store[TTx]) insertOnePublished(ctx context.Context, q querier, r *storage.Record) error {
+	if r.Status == "" {
+		r.Status = storage.StatusScheduled
+	}
+	tq := &s.q.tables[storage.Published]
+	args := []any{r.ID, r.Version, r.Name, text(r.Content), int32(r.Retries), string(r.Status),
+		r.DueIn.Microseconds(), r.Terminal, r.ExpiresIn.Microseconds()}
+	query := tq.insertOneExec
+	if r.DueIn <= 0 && !r.Terminal && s.shouldNotify() {
+		query = tq.insertOneNotify
+	}
+	if _, err := q.exec(ctx, query, args...); err != nil {
+		return fmt.Errorf("postgres: insert published: %w", err)
+	}
+	return nil
 }
 
 func (s *Store[TTx]) insertPublished(ctx context.Context, q querier, recs []*storage.Record) error {

@@ -197,7 +197,6 @@ func exerciseStore[TTx any](t *testing.T, newStore func(t *testing.T) *postgres.
 		require.NoError(t, err)
 		r := rec("tx")
 		require.NoError(t, s.InsertPublishedTx(ctx, tx, []*storage.Record{r}))
-		require.NotNil(t, r.NextAttemptAt)
 		require.NoError(t, s.Rollback(ctx, tx))
 		_, err = s.Get(ctx, storage.Published, r.ID)
 		require.ErrorIs(t, err, storage.ErrNotFound)

@@ -81,7 +81,7 @@ func testInsertPublishedOne[TTx any](t *testing.T, e *env[TTx]) {
 		}
 		before := time.Now()
 		require.NoError(t, e.inTx(func(tx TTx) error { return e.s.InsertPublishedTx(e.ctx, tx, []*storage.Record{r}) }))
-		requireInserted(t, r, before, time.Now())
+		e.requireInsertedTx(r, before, time.Now())
 	}
 	for _, r := range all {
 		requireSameRow(t, r, e.get(storage.Published, r.ID))
@@ -216,7 +216,7 @@ func testDelayed[TTx any](t *testing.T, e *env[TTx]) {
 	start := time.Now()
 	e.insert(own)
 	require.NoError(t, e.inTx(func(tx TTx) error { return e.s.InsertPublishedTx(e.ctx, tx, []*storage.Record{inTx}) }))
-	requireInserted(t, inTx, start, time.Now())
+	e.requireInsertedTx(inTx, start, time.Now())
 	for _, r := range []*storage.Record{own, inTx} {
 		got := e.get(storage.Published, r.ID)
 		requireSameRow(t, r, got)

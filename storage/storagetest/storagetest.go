@@ -297,6 +297,16 @@ func (e *env[TTx]) inTx(fn func(tx TTx) error) error {
 	return e.s.Commit(e.ctx, tx)
 }
 
+// requireInsertedTx checks the values the storage filled in for a row
+// stored by InsertPublishedTx, which need not write them back: it reads
+// them from the stored row into r.
+func (e *env[TTx]) requireInsertedTx(r *storage.Record, before, after time.Time) {
+	e.t.Helper()
+	got := e.get(storage.Published, r.ID)
+	r.Added, r.ExpiresAt, r.NextAttemptAt = got.Added, got.ExpiresAt, got.NextAttemptAt
+	requireInserted(e.t, r, before, after)
+}
+
 // requireInserted checks the values a storage writes back on insert.
 func requireInserted(t *testing.T, r *storage.Record, before, after time.Time) {
 	t.Helper()
