@@ -93,3 +93,15 @@ func (u cpuUse) format(wall time.Duration) string {
 }
 
 func numCPU() int { return runtime.NumCPU() }
+
+// add returns the sum of u and v.
+func (u cpuUse) add(v cpuUse) cpuUse {
+	s := cpuUse{}
+	for k, x := range u {
+		s[k] += x
+	}
+	for k, x := range v {
+		s[k] += x
+	}
+	return s
+}

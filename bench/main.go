@@ -72,6 +72,7 @@ type config struct {
 	rate      int
 	sample    time.Duration
 	mode      string // publish-overhead: intx, commit or stopped
+	rounds    int    // publish-overhead: alternating rounds of both phases
 	stats     bool
 	handle    time.Duration // time each handler spends, simulated work
 
@@ -173,10 +174,11 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.n, "n", 0, "messages (burn-down, default 20000) or transactions per phase (publish-overhead; 0: run for -duration)")
 	fs.IntVar(&cfg.size, "size", 1024, "message body bytes")
 	fs.IntVar(&cfg.writers, "writers", 0, "concurrent publishing goroutines (default 16 for publish-overhead, 8 otherwise)")
-	fs.DurationVar(&cfg.duration, "duration", 0, "length of a phase (default 5s publish-overhead, 10s end-to-end and latency, 2m soak)")
+	fs.DurationVar(&cfg.duration, "duration", 0, "length of a phase (default 20s publish-overhead, split into -rounds, 10s end-to-end and latency, 2m soak)")
 	fs.IntVar(&cfg.rate, "rate", 1000, "messages per second (latency, soak)")
 	fs.DurationVar(&cfg.sample, "sample", 10*time.Second, "memory sampling period (soak)")
 	fs.StringVar(&cfg.mode, "mode", "intx", "publish-overhead: intx (bus running, InTx hands the rows over), commit (bus running, plain commit: NOTIFY and claim) or stopped (bus not started: the transaction alone)")
+	fs.IntVar(&cfg.rounds, "rounds", 4, "publish-overhead: rounds of both phases, alternating which goes first; -duration and -n are split between them")
 	fs.BoolVar(&cfg.stats, "stats", false, "count the bus's storage calls and print them")
 	fs.DurationVar(&cfg.handle, "handle", 0, "time each handler spends (simulated work)")
 	fs.IntVar(&cfg.batch, "batch", 0, "Options.BatchSize (0: library default)")
@@ -223,7 +225,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	if cfg.duration == 0 {
 		switch cfg.scenario {
 		case "publish-overhead":
-			cfg.duration = 5 * time.Second
+			cfg.duration = 20 * time.Second
 		case "soak":
 			cfg.duration = 2 * time.Minute
 		default:
@@ -236,6 +238,8 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	switch {
 	case !slices.Contains([]string{"intx", "commit", "stopped"}, cfg.mode):
 		return nil, fmt.Errorf("-mode %q: want intx, commit or stopped", cfg.mode)
+	case cfg.rounds < 1:
+		return nil, errors.New("-rounds must be at least 1")
 	case cfg.writers < 1:
 		return nil, errors.New("-writers must be at least 1")
 	case cfg.size < 16:

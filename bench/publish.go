@@ -70,40 +70,67 @@ func publishOverhead[TTx any](ctx context.Context, cfg *config, out *report, db 
 			return db.execTx(ctx, tx, db.insertPlain, db.nextID(), plainBody)
 		})
 	}
-	phase := func(name string, op func(context.Context) error) (float64, error) {
-		if _, _, err := closedLoop(ctx, cfg.writers, 0, time.Second, op); err != nil { // warm-up
-			return 0, fmt.Errorf("%s: %w", name, err)
-		}
-		cpu := readCPU()
-		n, elapsed, err := closedLoop(ctx, cfg.writers, int64(cfg.n), cfg.duration, op)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", name, err)
-		}
-		r := rate(n, elapsed)
-		out.linef("%s: %d tx in %s = %s tx/s", name, n, elapsed.Round(time.Millisecond), num(r))
-		out.linef("  %s", readCPU().since(cpu).format(elapsed))
-		return r, nil
+	// The phases alternate in rounds, baseline first in odd rounds and the
+	// library first in even ones, so that what drifts during a run (the
+	// tables grow, checkpoints, autovacuum) weighs on both alike.
+	type tally struct {
+		n       int64
+		elapsed time.Duration
+		cpu     cpuUse
 	}
-
-	out.linef("writers=%d, outbox row Content %d bytes, mode=%s", cfg.writers, contentLen, cfg.mode)
-	base, err := phase(fmt.Sprintf("baseline (order insert + plain insert of %d bytes)", contentLen), baseline)
-	if err != nil {
-		return result{}, err
+	var base, lib tally
+	phase := func(name string, op func(context.Context) error, t *tally, d time.Duration, n int64) error {
+		cpu := readCPU()
+		done, elapsed, err := closedLoop(ctx, cfg.writers, n, d, op)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		use := readCPU().since(cpu)
+		t.n, t.elapsed = t.n+done, t.elapsed+elapsed
+		t.cpu = t.cpu.add(use)
+		return nil
+	}
+	baseName := fmt.Sprintf("baseline (order insert + plain insert of %d bytes)", contentLen)
+	libName := "library  (order insert + PublishTx)"
+	out.linef("writers=%d, outbox row Content %d bytes, mode=%s, %d rounds", cfg.writers, contentLen, cfg.mode, cfg.rounds)
+	for _, warm := range []struct {
+		name string
+		op   func(context.Context) error
+	}{{baseName, baseline}, {libName, library}} {
+		if _, _, err := closedLoop(ctx, cfg.writers, 0, time.Second, warm.op); err != nil {
+			return result{}, fmt.Errorf("warm-up %s: %w", warm.name, err)
+		}
 	}
 	before := sent.sent.Load()
 	publishedBefore := seq.Load()
-	lib, err := phase("library  (order insert + PublishTx)", library)
-	if err != nil {
-		return result{}, err
+	perRound := cfg.duration / time.Duration(cfg.rounds)
+	perRoundN := int64(cfg.n / cfg.rounds)
+	for r := range cfg.rounds {
+		first, second := func() error { return phase(baseName, baseline, &base, perRound, perRoundN) },
+			func() error { return phase(libName, library, &lib, perRound, perRoundN) }
+		if r%2 == 1 {
+			first, second = second, first
+		}
+		if err := first(); err != nil {
+			return result{}, err
+		}
+		if err := second(); err != nil {
+			return result{}, err
+		}
 	}
+	baseRate, libRate := rate(base.n, base.elapsed), rate(lib.n, lib.elapsed)
+	out.linef("%s: %d tx in %s = %s tx/s", baseName, base.n, base.elapsed.Round(time.Millisecond), num(baseRate))
+	out.linef("  %s", base.cpu.format(base.elapsed))
+	out.linef("%s: %d tx in %s = %s tx/s", libName, lib.n, lib.elapsed.Round(time.Millisecond), num(libRate))
+	out.linef("  %s", lib.cpu.format(lib.elapsed))
 	if running {
 		published := seq.Load() - publishedBefore
-		out.linef("sent to the broker during the library phase: %d of %d published", sent.sent.Load()-before, published)
+		out.linef("sent to the broker during the run: %d of %d published", sent.sent.Load()-before, published)
 		start := time.Now()
 		ok := waitFor(ctx, time.Minute, func() bool { return sent.sent.Load() >= seq.Load() })
 		out.linef("all %d sent %s after the phase ended (done=%v)", seq.Load(), time.Since(start).Round(time.Millisecond), ok)
 	}
-	return result{value: lib, baseline: base, unit: "tx/s"}, nil
+	return result{value: libRate, baseline: baseRate, unit: "tx/s"}, nil
 }
 
 // contentLength publishes one message with the bus stopped, returns the
