@@ -45,6 +45,18 @@ type Transport interface {
 	Close() error
 }
 
+// Pipeliner is implemented by transports that can publish a batch and wait
+// for the broker's confirmations later. The bus then publishes the next
+// batch while the broker confirms the previous ones, so that more messages
+// are in flight than one batch.
+type Pipeliner interface {
+	// PublishBatch publishes msgs and returns a function that waits for
+	// the broker's confirmations and returns what SendBatch would: nil when
+	// every message was sent, else one error per message. The function is
+	// called once; ctx must stay alive until it returns.
+	PublishBatch(ctx context.Context, msgs []*message.Message) (wait func() []error)
+}
+
 // Consumer receives the messages of one group.
 type Consumer interface {
 	// Receive blocks until a message arrives, ctx ends (ctx.Err()) or the

@@ -48,8 +48,15 @@ func (t *Transport) Send(ctx context.Context, msg *message.Message) error {
 // transport.ErrUnavailable; the outcome of such a message is unknown, and a
 // retry may deliver it twice.
 func (t *Transport) SendBatch(ctx context.Context, msgs []*message.Message) []error {
+	return t.PublishBatch(ctx, msgs)()
+}
+
+// PublishBatch implements transport.Pipeliner: it publishes like SendBatch
+// and returns the wait for the confirms, so that the caller may publish
+// more meanwhile.
+func (t *Transport) PublishBatch(ctx context.Context, msgs []*message.Message) (wait func() []error) {
 	if len(msgs) == 0 {
-		return nil
+		return func() []error { return nil }
 	}
 	errs := make([]error, len(msgs))
 	failed := false
@@ -64,15 +71,16 @@ func (t *Transport) SendBatch(ctx context.Context, msgs []*message.Message) []er
 			}
 		}
 	}
+	done := func() []error { return errs }
 	if t.isClosed() {
 		failRest(0, fmt.Errorf("rabbitmq: send: %w", transport.ErrClosed))
-		return errs
+		return done
 	}
 
 	pc, err := t.pool.acquire(ctx)
 	if err != nil {
 		failRest(0, err)
-		return errs
+		return done
 	}
 	waiters := make([]*waiter, len(msgs))
 	for i, m := range msgs {
@@ -88,7 +96,16 @@ func (t *Transport) SendBatch(ctx context.Context, msgs []*message.Message) []er
 		waiters[i] = w
 	}
 	t.pool.release(pc)
+	return func() []error { return t.awaitConfirms(ctx, waiters, errs, failed) }
+}
 
+// awaitConfirms waits for the confirms of a published batch; errs holds the
+// publish errors already, failed whether there is one.
+func (t *Transport) awaitConfirms(ctx context.Context, waiters []*waiter, errs []error, failed bool) []error {
+	fail := func(i int, err error) {
+		errs[i] = err
+		failed = true
+	}
 	timer := time.NewTimer(t.cfg.ConfirmTimeout)
 	defer timer.Stop()
 	for i, w := range waiters {
@@ -359,3 +376,5 @@ func (p *pool) release(pc *pubChannel) {
 	}
 	<-p.tokens
 }
+
+var _ transport.Pipeliner = (*Transport)(nil)

@@ -272,6 +272,43 @@ func TestNackedMessagesFail(t *testing.T) {
 	require.ErrorIs(t, tr.Send(context.Background(), newMessage(topic, `x`)), ErrNacked)
 }
 
+// PublishBatch publishes batches one after the other before their confirms
+// are awaited, on one pool channel; each wait reports its own batch, nacks
+// included.
+func TestPublishBatchPipelined(t *testing.T) {
+	t.Parallel()
+	tr := newTransport(t, Config{PublishChannels: 1,
+		QueueArgs: amqp.Table{"x-max-length": int32(7), "x-overflow": "reject-publish"}})
+	topic := uniqueName("test.pipeline.")
+	c, _ := subscribe(t, tr, topic)
+	require.NoError(t, c.Close()) // nobody drains the queue: the eighth message on is nacked
+
+	ctx := context.Background()
+	var waits []func() []error
+	for b := range 3 {
+		msgs := make([]*message.Message, 4)
+		for i := range msgs {
+			msgs[i] = newMessage(topic, fmt.Sprint(b*4+i))
+		}
+		waits = append(waits, tr.PublishBatch(ctx, msgs))
+	}
+	require.Nil(t, waits[0](), "first batch: all confirmed")
+	errs := waits[1]()
+	require.Len(t, errs, 4)
+	for i, err := range errs {
+		if i < 3 {
+			require.NoError(t, err, "message %d of the second batch", i)
+		} else {
+			require.ErrorIs(t, err, ErrNacked, "message %d of the second batch", i)
+		}
+	}
+	errs = waits[2]()
+	require.Len(t, errs, 4)
+	for _, err := range errs {
+		require.ErrorIs(t, err, ErrNacked)
+	}
+}
+
 func TestUnroutable(t *testing.T) {
 	t.Parallel()
 	nobody := uniqueName("test.nobody.")
