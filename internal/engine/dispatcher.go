@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
+	"github.com/go-cap/cap/transport"
 )
 
 // item is one Published row on its way to the broker. msg is set when the
@@ -292,6 +293,25 @@ func (d *Dispatcher[TTx]) claimOnce(ctx context.Context) (int, error) {
 }
 
 func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
+	// With a transport that can, the sender publishes the next batch while
+	// the broker confirms earlier ones; a goroutine waits for the confirms
+	// in order, at most pipelineDepth batches behind.
+	pipe, _ := d.cfg.Transport.(transport.Pipeliner)
+	var confirms chan func()
+	if pipe != nil {
+		confirms = make(chan func(), pipelineDepth)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for wait := range confirms {
+				wait()
+			}
+		}()
+		defer func() {
+			close(confirms)
+			<-done
+		}()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -313,10 +333,23 @@ func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
 					break more
 				}
 			}
-			d.send(ctx, items)
+			if pipe == nil {
+				d.send(ctx, items)
+				continue
+			}
+			pend, msgs := d.prepare(ctx, items)
+			if len(pend) == 0 {
+				continue
+			}
+			wait := pipe.PublishBatch(ctx, msgs)
+			confirms <- func() { d.finish(ctx, pend, msgs, wait()) }
 		}
 	}
 }
+
+// pipelineDepth is how many published batches of one sender may wait for
+// their confirms while it publishes the next.
+const pipelineDepth = 4
 
 // take returns a batch's rows and frees its claim slot.
 func (d *Dispatcher[TTx]) take(b batch) []item {
@@ -329,6 +362,16 @@ func (d *Dispatcher[TTx]) take(b batch) []item {
 // send sends one batch, retrying immediately as long as the policy says so,
 // and queues one outcome per row.
 func (d *Dispatcher[TTx]) send(ctx context.Context, items []item) {
+	pend, msgs := d.prepare(ctx, items)
+	if len(pend) > 0 {
+		d.finish(ctx, pend, msgs, d.cfg.Transport.SendBatch(ctx, msgs))
+	}
+}
+
+// prepare decodes the rows that were claimed rather than handed over and
+// returns the items to send with their messages. A row that cannot be
+// decoded fails for good.
+func (d *Dispatcher[TTx]) prepare(ctx context.Context, items []item) ([]item, []*message.Message) {
 	msgs := make([]*message.Message, 0, len(items))
 	pend := make([]item, 0, len(items))
 	for _, it := range items {
@@ -347,8 +390,14 @@ func (d *Dispatcher[TTx]) send(ctx context.Context, items []item) {
 		pend = append(pend, it)
 		msgs = append(msgs, it.msg)
 	}
-	for len(pend) > 0 {
-		errs := d.cfg.Transport.SendBatch(ctx, msgs)
+	return pend, msgs
+}
+
+// finish records the outcome of a send: errs is the transport's answer for
+// msgs (nil when all were sent). Messages whose retry policy allows an
+// immediate retry are sent again at once; the others are marked.
+func (d *Dispatcher[TTx]) finish(ctx context.Context, pend []item, msgs []*message.Message, errs []error) {
+	for {
 		var again []item
 		var againMsgs []*message.Message
 		for i, it := range pend {
@@ -366,7 +415,11 @@ func (d *Dispatcher[TTx]) send(ctx context.Context, items []item) {
 			}
 			d.failed(ctx, it, errs[i], delay, ok)
 		}
+		if len(again) == 0 {
+			return
+		}
 		pend, msgs = again, againMsgs
+		errs = d.cfg.Transport.SendBatch(ctx, msgs)
 	}
 }
 
