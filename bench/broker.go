@@ -400,3 +400,30 @@ func (c *counting) SendBatch(ctx context.Context, msgs []*message.Message) []err
 	c.add(ok)
 	return errs
 }
+
+// PublishBatch implements transport.Pipeliner as the wrapped transport
+// does; on one that does not, it sends at once.
+func (c *counting) PublishBatch(ctx context.Context, msgs []*message.Message) func() []error {
+	wait := publishBatch(ctx, c.Transport, msgs)
+	return func() []error {
+		errs := wait()
+		ok := int64(len(msgs))
+		for _, e := range errs {
+			if e != nil {
+				ok--
+			}
+		}
+		c.add(ok)
+		return errs
+	}
+}
+
+// publishBatch publishes through tr's PublishBatch when it has one, and
+// otherwise sends at once and returns the result.
+func publishBatch(ctx context.Context, tr transport.Transport, msgs []*message.Message) func() []error {
+	if p, ok := tr.(transport.Pipeliner); ok {
+		return p.PublishBatch(ctx, msgs)
+	}
+	errs := tr.SendBatch(ctx, msgs)
+	return func() []error { return errs }
+}

@@ -133,19 +133,34 @@ type statTransport struct {
 func (s *statTransport) SendBatch(ctx context.Context, msgs []*message.Message) []error {
 	start := time.Now()
 	errs := s.Transport.SendBatch(ctx, msgs)
-	d := time.Since(start)
+	s.record(len(msgs), errs, time.Since(start))
+	return errs
+}
+
+// PublishBatch implements transport.Pipeliner as the wrapped transport
+// does; the time counted runs from the publish to the last confirm.
+func (s *statTransport) PublishBatch(ctx context.Context, msgs []*message.Message) func() []error {
+	start := time.Now()
+	wait := publishBatch(ctx, s.Transport, msgs)
+	return func() []error {
+		errs := wait()
+		s.record(len(msgs), errs, time.Since(start))
+		return errs
+	}
+}
+
+func (s *statTransport) record(n int, errs []error, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
-	s.msgs += int64(len(msgs))
+	s.msgs += int64(n)
 	s.time += d
-	s.largestBatch = max(s.largestBatch, len(msgs))
+	s.largestBatch = max(s.largestBatch, n)
 	for _, e := range errs {
 		if e != nil {
 			s.failed++
 		}
 	}
-	return errs
 }
 
 func (s *statTransport) summary() string {
