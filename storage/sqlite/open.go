@@ -9,8 +9,7 @@ import (
 	"strings"
 	"time"
 
-	// Registers the "sqlite" database/sql driver.
-	_ "modernc.org/sqlite"
+	msqlite "modernc.org/sqlite"
 )
 
 // BusyTimeout is how long a connection opened by Open waits for the write
@@ -26,7 +25,13 @@ const BusyTimeout = 10 * time.Second
 //     read lock;
 //   - PRAGMA busy_timeout makes a connection wait up to BusyTimeout for
 //     that lock;
-//   - PRAGMA journal_mode=WAL lets readers run while one connection writes.
+//   - PRAGMA journal_mode=WAL lets readers run while one connection writes;
+//   - writers wait for each other in the process, in the order they came,
+//     rather than in SQLite's busy handler, which sleeps up to 100 ms at a
+//     time and lets a busy writer take the lock again and again before a
+//     sleeping one wakes: a transaction waits from BEGIN, and a statement
+//     run with Exec outside a transaction while it runs, up to BusyTimeout
+//     (then ErrWriteLockTimeout).
 //
 // path is a file name ("app.db") or a SQLite URI ("file:app.db?mode=rwc");
 // query parameters already in it are kept.
@@ -54,10 +59,11 @@ func Open(path string) (*sql.DB, error) {
 	if strings.Contains(path, "?") {
 		sep = "&"
 	}
-	db, err := sql.Open("sqlite", path+sep+params.Encode())
+	conn, err := msqlite.NewConnector(path + sep + params.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
+	db := sql.OpenDB(&gatedConnector{Connector: conn, gate: newGate(BusyTimeout)})
 	if memory {
 		db.SetMaxOpenConns(1)
 		db.SetMaxIdleConns(1)
