@@ -293,9 +293,10 @@ func (d *Dispatcher[TTx]) claimOnce(ctx context.Context) (int, error) {
 }
 
 func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
-	// With a transport that can, the sender publishes the next batch while
-	// the broker confirms earlier ones; a goroutine waits for the confirms
-	// in order, at most pipelineDepth batches behind.
+	// With a transport that can, a sender with a backlog (full batches)
+	// publishes the next batch while the broker confirms earlier ones; a
+	// goroutine waits for the confirms in order, at most pipelineDepth
+	// batches behind.
 	pipe, _ := d.cfg.Transport.(transport.Pipeliner)
 	var confirms chan func()
 	if pipe != nil {
@@ -333,7 +334,11 @@ func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
 					break more
 				}
 			}
-			if pipe == nil {
+			if pipe == nil || len(items) < d.cfg.BatchSize {
+				// A batch that is not full means the sender keeps up: it
+				// waits for the confirms, and what arrives meanwhile makes
+				// the next batch larger. Small batches in flight would
+				// keep batches small.
 				d.send(ctx, items)
 				continue
 			}
