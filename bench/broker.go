@@ -381,6 +381,17 @@ func (c *counting) add(n int64) {
 	}
 }
 
+// addSent counts the messages of a batch of n that errs does not fail.
+func (c *counting) addSent(n int, errs []error) {
+	ok := int64(n)
+	for _, e := range errs {
+		if e != nil {
+			ok--
+		}
+	}
+	c.add(ok)
+}
+
 func (c *counting) Send(ctx context.Context, m *message.Message) error {
 	err := c.Transport.Send(ctx, m)
 	if err == nil {
@@ -391,13 +402,7 @@ func (c *counting) Send(ctx context.Context, m *message.Message) error {
 
 func (c *counting) SendBatch(ctx context.Context, msgs []*message.Message) []error {
 	errs := c.Transport.SendBatch(ctx, msgs)
-	ok := int64(len(msgs))
-	for _, e := range errs {
-		if e != nil {
-			ok--
-		}
-	}
-	c.add(ok)
+	c.addSent(len(msgs), errs)
 	return errs
 }
 
@@ -407,13 +412,7 @@ func (c *counting) PublishBatch(ctx context.Context, msgs []*message.Message) fu
 	wait := publishBatch(ctx, c.Transport, msgs)
 	return func() []error {
 		errs := wait()
-		ok := int64(len(msgs))
-		for _, e := range errs {
-			if e != nil {
-				ok--
-			}
-		}
-		c.add(ok)
+		c.addSent(len(msgs), errs)
 		return errs
 	}
 }

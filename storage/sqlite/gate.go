@@ -208,22 +208,24 @@ func (s *gatedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 	if e, ok := s.Stmt.(driver.StmtExecContext); ok {
 		return e.ExecContext(ctx, args)
 	}
-	vals := make([]driver.Value, len(args))
-	for i, a := range args {
-		vals[i] = a.Value
-	}
-	return s.Stmt.Exec(vals) //nolint:staticcheck // the driver's only way then
+	return s.Stmt.Exec(values(args)) //nolint:staticcheck // the driver's only way then
 }
 
 func (s *gatedStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
 	if q, ok := s.Stmt.(driver.StmtQueryContext); ok {
 		return q.QueryContext(ctx, args)
 	}
+	return s.Stmt.Query(values(args)) //nolint:staticcheck // the driver's only way then
+}
+
+// values drops the names of args, for a statement without the context
+// methods.
+func values(args []driver.NamedValue) []driver.Value {
 	vals := make([]driver.Value, len(args))
 	for i, a := range args {
 		vals[i] = a.Value
 	}
-	return s.Stmt.Query(vals) //nolint:staticcheck // the driver's only way then
+	return vals
 }
 
 var (
