@@ -340,8 +340,8 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 		// < a time) use it all the same. CAP's other index, on ("Version",
 		// "ExpiresAt", "StatusName"), serves CAP's retry query, which this
 		// storage does not run: not creating it saves every insert and
-		// status update an index write (about 3 % more publishing
-		// transactions per second).
+		// status update an index write. (Both changes together with the
+		// insert without RETURNING: publish-overhead 0.816 -> 0.87.)
 		idx("ExpiresAt_StatusName", `("ExpiresAt", "StatusName") WHERE "ExpiresAt" IS NOT NULL`),
 		// Claims: due rows of a version in due order. Rows that need no
 		// more attempts (most of the table) stay out of it.

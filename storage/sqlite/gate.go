@@ -54,6 +54,26 @@ func (g *gate) acquire(ctx context.Context) error {
 
 func (g *gate) release() { <-g.ch }
 
+// driverConn is what the gate needs of the driver's connections, which
+// modernc.org/sqlite's have; Connect checks it once.
+type driverConn interface {
+	driver.Conn
+	driver.ConnBeginTx
+	driver.ExecerContext
+	driver.QueryerContext
+	driver.ConnPrepareContext
+	driver.Pinger
+	driver.SessionResetter
+	driver.Validator
+}
+
+// driverStmt is what the gate needs of the driver's prepared statements.
+type driverStmt interface {
+	driver.Stmt
+	driver.StmtExecContext
+	driver.StmtQueryContext
+}
+
 // gatedConnector opens connections whose writes pass the gate.
 type gatedConnector struct {
 	driver.Connector
@@ -65,14 +85,19 @@ func (c *gatedConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &gatedConn{Conn: conn, gate: c.gate}, nil
+	dc, ok := conn.(driverConn)
+	if !ok {
+		_ = conn.Close()
+		return nil, fmt.Errorf("sqlite: the driver's connection %T lacks a context method", conn)
+	}
+	return &gatedConn{driverConn: dc, gate: c.gate}, nil
 }
 
 // gatedConn is a connection of the driver whose transactions and executed
 // statements hold the gate. database/sql uses a connection from one
 // goroutine at a time, so inTx needs no lock.
 type gatedConn struct {
-	driver.Conn
+	driverConn
 	gate *gate
 	inTx bool
 }
@@ -85,15 +110,7 @@ func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 	if err := c.gate.acquire(ctx); err != nil {
 		return nil, err
 	}
-	var (
-		tx  driver.Tx
-		err error
-	)
-	if b, ok := c.Conn.(driver.ConnBeginTx); ok {
-		tx, err = b.BeginTx(ctx, opts)
-	} else {
-		tx, err = c.Conn.Begin() //nolint:staticcheck // the driver's only way then
-	}
+	tx, err := c.driverConn.BeginTx(ctx, opts)
 	if err != nil {
 		c.gate.release()
 		return nil, err
@@ -105,67 +122,32 @@ func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 // ExecContext runs a statement; outside a transaction it waits for the
 // gate first.
 func (c *gatedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	e, ok := c.Conn.(driver.ExecerContext)
-	if !ok {
-		return nil, driver.ErrSkip
-	}
 	if !c.inTx {
 		if err := c.gate.acquire(ctx); err != nil {
 			return nil, err
 		}
 		defer c.gate.release()
 	}
-	return e.ExecContext(ctx, query, args)
-}
-
-func (c *gatedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if q, ok := c.Conn.(driver.QueryerContext); ok {
-		return q.QueryContext(ctx, query, args)
-	}
-	return nil, driver.ErrSkip
+	return c.driverConn.ExecContext(ctx, query, args)
 }
 
 // PrepareContext prepares a statement whose executions outside a
 // transaction wait for the gate.
 func (c *gatedConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	var (
-		st  driver.Stmt
-		err error
-	)
-	if p, ok := c.Conn.(driver.ConnPrepareContext); ok {
-		st, err = p.PrepareContext(ctx, query)
-	} else {
-		st, err = c.Conn.Prepare(query)
-	}
+	st, err := c.driverConn.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, err
 	}
-	return &gatedStmt{Stmt: st, conn: c}, nil
+	ds, ok := st.(driverStmt)
+	if !ok {
+		_ = st.Close()
+		return nil, fmt.Errorf("sqlite: the driver's statement %T lacks a context method", st)
+	}
+	return &gatedStmt{driverStmt: ds, conn: c}, nil
 }
 
 func (c *gatedConn) Prepare(query string) (driver.Stmt, error) {
 	return c.PrepareContext(context.Background(), query)
-}
-
-func (c *gatedConn) Ping(ctx context.Context) error {
-	if p, ok := c.Conn.(driver.Pinger); ok {
-		return p.Ping(ctx)
-	}
-	return nil
-}
-
-func (c *gatedConn) ResetSession(ctx context.Context) error {
-	if r, ok := c.Conn.(driver.SessionResetter); ok {
-		return r.ResetSession(ctx)
-	}
-	return nil
-}
-
-func (c *gatedConn) IsValid() bool {
-	if v, ok := c.Conn.(driver.Validator); ok {
-		return v.IsValid()
-	}
-	return true
 }
 
 // gatedTx releases the gate when the transaction ends, however it ends.
@@ -194,7 +176,7 @@ func (t *gatedTx) Rollback() error {
 
 // gatedStmt is a prepared statement of a gatedConn.
 type gatedStmt struct {
-	driver.Stmt
+	driverStmt
 	conn *gatedConn
 }
 
@@ -205,37 +187,10 @@ func (s *gatedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 		}
 		defer s.conn.gate.release()
 	}
-	if e, ok := s.Stmt.(driver.StmtExecContext); ok {
-		return e.ExecContext(ctx, args)
-	}
-	return s.Stmt.Exec(values(args)) //nolint:staticcheck // the driver's only way then
-}
-
-func (s *gatedStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	if q, ok := s.Stmt.(driver.StmtQueryContext); ok {
-		return q.QueryContext(ctx, args)
-	}
-	return s.Stmt.Query(values(args)) //nolint:staticcheck // the driver's only way then
-}
-
-// values drops the names of args, for a statement without the context
-// methods.
-func values(args []driver.NamedValue) []driver.Value {
-	vals := make([]driver.Value, len(args))
-	for i, a := range args {
-		vals[i] = a.Value
-	}
-	return vals
+	return s.driverStmt.ExecContext(ctx, args)
 }
 
 var (
-	_ driver.ConnBeginTx        = (*gatedConn)(nil)
-	_ driver.ExecerContext      = (*gatedConn)(nil)
-	_ driver.QueryerContext     = (*gatedConn)(nil)
-	_ driver.ConnPrepareContext = (*gatedConn)(nil)
-	_ driver.Pinger             = (*gatedConn)(nil)
-	_ driver.SessionResetter    = (*gatedConn)(nil)
-	_ driver.Validator          = (*gatedConn)(nil)
-	_ driver.StmtExecContext    = (*gatedStmt)(nil)
-	_ driver.StmtQueryContext   = (*gatedStmt)(nil)
+	_ driverConn = (*gatedConn)(nil)
+	_ driverStmt = (*gatedStmt)(nil)
 )
