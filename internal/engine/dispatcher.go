@@ -293,14 +293,19 @@ func (d *Dispatcher[TTx]) claimOnce(ctx context.Context) (int, error) {
 }
 
 func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
-	// With a transport that can, a sender with a backlog (full batches)
-	// publishes the next batch while the broker confirms earlier ones; a
-	// goroutine waits for the confirms in order, at most pipelineDepth
-	// batches behind.
+	// With a transport that can, a sender publishes every batch at once and
+	// a goroutine waits for the broker's confirms in order, so that a
+	// message never waits for the confirms of an earlier batch. What waits
+	// is bounded in messages (inflight), not in batches: under a backlog
+	// the batches are full, and at a low rate a message is published as
+	// soon as it is committed.
 	pipe, _ := d.cfg.Transport.(transport.Pipeliner)
 	var confirms chan func()
+	var inflight chan struct{} // one token per unconfirmed message
 	if pipe != nil {
-		confirms = make(chan func(), pipelineDepth)
+		limit := pipelineDepth * d.cfg.BatchSize
+		inflight = make(chan struct{}, limit)
+		confirms = make(chan func(), limit)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -334,11 +339,7 @@ func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
 					break more
 				}
 			}
-			if pipe == nil || len(items) < d.cfg.BatchSize {
-				// A batch that is not full means the sender keeps up: it
-				// waits for the confirms, and what arrives meanwhile makes
-				// the next batch larger. Small batches in flight would
-				// keep batches small.
+			if pipe == nil {
 				d.send(ctx, items)
 				continue
 			}
@@ -346,14 +347,24 @@ func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
 			if len(pend) == 0 {
 				continue
 			}
+			// Room for this batch first: a sender far ahead of the
+			// broker's confirms waits here, and its next batch grows.
+			for range pend {
+				inflight <- struct{}{}
+			}
 			wait := pipe.PublishBatch(ctx, msgs)
-			confirms <- func() { d.finish(ctx, pend, msgs, wait()) }
+			confirms <- func() {
+				d.finish(ctx, pend, msgs, wait())
+				for range pend {
+					<-inflight
+				}
+			}
 		}
 	}
 }
 
-// pipelineDepth is how many published batches of one sender may wait for
-// their confirms while it publishes the next.
+// pipelineDepth is how many full batches of one sender may wait for their
+// confirms while it publishes the next.
 const pipelineDepth = 4
 
 // take returns a batch's rows and frees its claim slot.

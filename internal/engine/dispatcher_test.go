@@ -85,3 +85,89 @@ func TestHandoverOverflowReleasesRows(t *testing.T) {
 }
 
 var _ transport.Transport = (*gatedTransport)(nil)
+
+// heldConfirms is a Pipeliner whose messages reach the broker at once and
+// whose confirms wait until open is closed.
+type heldConfirms struct {
+	*memtr.Transport
+	open      chan struct{}
+	published chan string // ids, as they are published
+}
+
+func (h *heldConfirms) PublishBatch(ctx context.Context, msgs []*message.Message) func() []error {
+	errs := h.Transport.SendBatch(ctx, msgs)
+	for _, m := range msgs {
+		h.published <- m.ID()
+	}
+	return func() []error {
+		<-h.open
+		return errs
+	}
+}
+
+// TestSendsDoNotWaitForEarlierConfirms: with a Pipeliner, a message handed
+// over while the broker has not confirmed earlier ones is published at
+// once, however small the batches; what waits for confirms is bounded, and
+// a row is Succeeded only after its confirm.
+func TestSendsDoNotWaitForEarlierConfirms(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store := memstore.New()
+	tr := &heldConfirms{Transport: memtr.New(), open: make(chan struct{}), published: make(chan string, 100)}
+	defer tr.Close()
+	ids, err := message.NewIDGenerator(1)
+	require.NoError(t, err)
+	cfg := &Config[*memstore.Tx]{
+		Store: store, Transport: tr, Version: "v1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		PollInterval: time.Hour, Lease: time.Hour, BatchSize: 10, Senders: 1, Workers: 1,
+		Consumers: 1, SendRetry: retry.CAP{}, HandlerRetry: retry.CAP{}, SucceedExpiry: time.Hour,
+		FailedExpiry: time.Hour, NewID: ids.Next,
+	}
+	disp := NewDispatcher(cfg)
+	disp.Run(ctx, nil)
+
+	handover := func(i int) {
+		m := &message.Message{Headers: message.Headers{
+			message.HeaderMessageID: strconv.Itoa(i), message.HeaderMessageName: "t"}, Body: []byte(`{}`)}
+		content, err := message.EncodeContent(m)
+		require.NoError(t, err)
+		rec := &storage.Record{ID: ids.Next(), Version: "v1", Name: "t", Content: content,
+			Status: storage.StatusScheduled, DueIn: cfg.Lease}
+		require.NoError(t, store.InsertPublished(ctx, []*storage.Record{rec}))
+		require.True(t, disp.Handover(ctx, []*storage.Record{rec}, []*message.Message{m}))
+	}
+	published := func() string {
+		select {
+		case id := <-tr.published:
+			return id
+		case <-ctx.Done():
+			t.Fatal("nothing published")
+			return ""
+		}
+	}
+	// One at a time: each is published while every earlier one waits for
+	// its confirm.
+	limit := pipelineDepth * cfg.BatchSize
+	for i := range limit {
+		handover(i)
+		require.Equal(t, strconv.Itoa(i), published())
+	}
+	// The window is full: the next one waits for a confirm.
+	handover(limit)
+	select {
+	case id := <-tr.published:
+		t.Fatalf("%s published with %d messages unconfirmed", id, limit)
+	case <-time.After(100 * time.Millisecond):
+	}
+	counts, err := store.Counts(ctx, storage.Published)
+	require.NoError(t, err)
+	require.Zero(t, counts[storage.StatusSucceeded], "Succeeded before its confirm")
+
+	close(tr.open)
+	require.Equal(t, strconv.Itoa(limit), published())
+	require.NoError(t, disp.Stop(ctx))
+	counts, err = store.Counts(ctx, storage.Published)
+	require.NoError(t, err)
+	require.EqualValues(t, limit+1, counts[storage.StatusSucceeded])
+}
