@@ -28,13 +28,16 @@ var nullableHeaders = map[string]bool{HeaderCallbackName: true}
 // bodies it could not deserialize, with a "go-cap-body" entry among the
 // stored headers that tells DecodeContent to restore it.
 func EncodeContent(m *Message) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.Grow(len(m.Body) + 64*len(m.Headers) + 32)
-	buf.WriteString(`{"Headers":{`)
-	rawBody := len(m.Body) > 0 && !(utf8.Valid(m.Body) && json.Valid(m.Body))
+	size := len(m.Body) + 32
+	for k, v := range m.Headers {
+		size += len(k) + len(v) + 6
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, `{"Headers":{`...)
+	rawBody := len(m.Body) > 0 && !(utf8.Valid(m.Body) && validBody(m.Body))
 	first := true
 	if rawBody {
-		buf.WriteString(`"` + contentBodyKey + `":"` + contentBodyDataURI + `"`)
+		buf = append(buf, `"`+contentBodyKey+`":"`+contentBodyDataURI+`"`...)
 		first = false
 	}
 	for k, v := range m.Headers {
@@ -42,41 +45,36 @@ func EncodeContent(m *Message) ([]byte, error) {
 			continue
 		}
 		if !first {
-			buf.WriteByte(',')
+			buf = append(buf, ',')
 		}
 		first = false
-		kb, err := json.Marshal(k)
-		if err != nil {
-			return nil, fmt.Errorf("message: encode header %q: %w", k, err)
-		}
-		buf.Write(kb)
-		buf.WriteByte(':')
+		buf = appendString(buf, k)
+		buf = append(buf, ':')
 		if v == "" && nullableHeaders[k] {
-			buf.WriteString("null")
+			buf = append(buf, "null"...)
 			continue
 		}
-		vb, err := json.Marshal(v)
-		if err != nil {
-			return nil, fmt.Errorf("message: encode header %q: %w", k, err)
-		}
-		buf.Write(vb)
+		buf = appendString(buf, v)
 	}
-	buf.WriteString(`},"Value":`)
+	buf = append(buf, `},"Value":`...)
 	switch {
 	case len(m.Body) == 0:
-		buf.WriteString("null")
+		buf = append(buf, "null"...)
 	case !rawBody:
-		buf.Write(m.Body)
+		buf = append(buf, m.Body...)
 	default:
 		typ := m.Headers[HeaderType]
 		if typ == "" {
 			typ = "UnknownType"
 		}
-		s, _ := json.Marshal(DataURIPrefix(typ) + base64.StdEncoding.EncodeToString(m.Body))
-		buf.Write(s)
+		buf = appendString(buf, DataURIPrefix(typ)+base64.StdEncoding.EncodeToString(m.Body))
 	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	return append(buf, '}'), nil
+}
+
+// validBody is json.Valid, through validJSON where it can decide.
+func validBody(b []byte) bool {
+	return validJSON(b) || json.Valid(b)
 }
 
 // DataURIPrefix returns the prefix CAP uses for a body stored as a data URI.
@@ -91,7 +89,9 @@ type content struct {
 // header values become empty strings; a null Value becomes an empty body.
 func DecodeContent(data []byte) (*Message, error) {
 	var c content
-	if err := json.Unmarshal(data, &c); err != nil {
+	if h, v, ok := parseContent(data); ok {
+		c.Headers, c.Value = h, v
+	} else if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidContent, err)
 	}
 	if c.Headers == nil {
