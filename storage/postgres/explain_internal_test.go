@@ -57,7 +57,7 @@ func TestExplainPlans(t *testing.T) {
 		_, err = c.Exec(context.Background(), `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`)
 		require.NoError(t, err)
 	})
-	q := newQueries(schema)
+	q := newQueries(schema, false)
 	_, err = conn.Exec(ctx, q.createSchema)
 	require.NoError(t, err)
 	for _, tbl := range []storage.Table{storage.Published, storage.Received} {

@@ -47,6 +47,21 @@ type Options struct {
 	// pgxpool.Config (BeforeConnect, AfterConnect) do not run for it.
 	ListenConnString string
 
+	// SyncCommit makes the bus's bookkeeping statements commit as the server
+	// is configured. By default each of them (the claims of due rows, the
+	// extension and release of leases, the outcomes of sends and handlers,
+	// the collector's deletes) sets synchronous_commit to off for its own
+	// transaction, so that it does not wait for the WAL to be flushed: the
+	// bus writes two of them for every message, and waiting made them
+	// compete for the disk with the caller's commits. A crash of the
+	// database server (not of the bus) may then lose the last of them (up
+	// to three times wal_writer_delay, 600 ms by default); their rows are as
+	// they were before, so a message may be sent or handled once more, and
+	// none is lost. What must be durable always commits as configured: the
+	// caller's transactions (PublishTx, SubscribeTx), Publish without one,
+	// and the Received rows the bus stores before it acks the broker.
+	SyncCommit bool
+
 	// Logger receives the listener's reconnection warnings. Defaults to
 	// slog.Default().
 	Logger *slog.Logger

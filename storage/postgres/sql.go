@@ -106,7 +106,7 @@ func notifyChannel(schema string) string {
 
 // newQueries builds the statements for schema, which must have passed
 // storage.ValidateIdentifier.
-func newQueries(schema string) *queries {
+func newQueries(schema string, syncCommit bool) *queries {
 	h := fnv.New64a()
 	h.Write([]byte("github.com/go-cap/cap/storage/postgres.migrate:" + schema))
 	q := &queries{
@@ -124,13 +124,25 @@ func newQueries(schema string) *queries {
 			WHERE schemaname = $1 AND indexname = $2), '')`,
 	}
 	q.listen = `LISTEN ` + quoteIdent(q.channel)
-	q.tables[storage.Published] = newTableQueries(schema, storage.Published, q.channel)
-	q.tables[storage.Received] = newTableQueries(schema, storage.Received, q.channel)
+	q.tables[storage.Published] = newTableQueries(schema, storage.Published, q.channel, syncCommit)
+	q.tables[storage.Received] = newTableQueries(schema, storage.Received, q.channel, syncCommit)
 	return q
 }
 
-func newTableQueries(schema string, t storage.Table, channel string) tableQueries {
+// asyncCommit is a FROM item that makes the transaction of the statement it
+// is part of commit without waiting for its WAL to reach the disk. The
+// bus's bookkeeping statements (claims, leases, outcomes, expiry deletes)
+// run alone, in a transaction of their own, and carry it unless
+// Options.SyncCommit; a statement in a caller's transaction never does.
+const asyncCommit = `(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit`
+
+func newTableQueries(schema string, t storage.Table, channel string, syncCommit bool) tableQueries {
 	tbl := t.String()
+	// The FROM items a bookkeeping statement adds.
+	async := ", " + asyncCommit
+	if syncCommit {
+		async = ""
+	}
 	name := quoteIdent(schema) + "." + quoteIdent(tbl)
 	received := t == storage.Received
 
@@ -237,15 +249,17 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 			LIMIT $2
 			FOR UPDATE SKIP LOCKED)
 		UPDATE ` + name + ` AS r SET "NextAttemptAt" = ` + nowUTC + ` + ` + micros("$3") + `
-		FROM due WHERE r."Id" = due."Id" AND r."Id" = ANY(ARRAY(SELECT "Id" FROM due))
+		FROM due` + async + ` WHERE r."Id" = due."Id" AND r."Id" = ANY(ARRAY(SELECT "Id" FROM due))
 		RETURNING ` + cols("r.") + `, due."NextAttemptAt"`
 
 	q.reschedule = `UPDATE ` + name + ` SET "NextAttemptAt" = ` + nowUTC + ` + ` + micros("$2") + `
+		FROM (SELECT 1) AS one` + async + `
 		WHERE "Id" = ANY($1::bigint[]) AND "NextAttemptAt" IS NOT NULL`
 
 	// Outcomes of many rows in one statement. A NULL content keeps the
-	// stored one.
-	outcomes := `UPDATE ` + name + ` AS r SET
+	// stored one. from is what the bookkeeping variant adds to FROM.
+	outcomes := func(from string) string {
+		return `UPDATE ` + name + ` AS r SET
 			"StatusName" = o.status,
 			"Retries" = o.retries,
 			"Content" = COALESCE(o.content, r."Content"),
@@ -254,19 +268,21 @@ func newTableQueries(schema string, t storage.Table, channel string) tableQuerie
 			"NextAttemptAt" = CASE WHEN o.retry THEN n.t + (o.retry_in * interval '1 microsecond') END
 		FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::bool[], $7::bool[],
 				$8::bigint[], $9::bool[]) AS o(id, status, retries, content, expires, from_added, retry, retry_in, force),
-			(SELECT ` + nowUTC + ` AS t) AS n
+			(SELECT ` + nowUTC + ` AS t) AS n` + from + `
 		WHERE r."Id" = o.id`
+	}
 	// A success stands unless the outcome is forced: a late outcome of an
 	// instance whose lease ended must not undo it.
-	q.outcomes = outcomes + ` AND (o.force OR r."StatusName" <> 'Succeeded')`
+	q.outcomes = outcomes(async) + ` AND (o.force OR r."StatusName" <> 'Succeeded')`
 	// In a caller's transaction a row another instance already completed is
-	// left alone; the ids returned tell which rows were written.
-	q.outcomesTx = outcomes + ` AND r."StatusName" <> 'Succeeded' RETURNING r."Id"`
+	// left alone; the ids returned tell which rows were written. It commits
+	// as the caller's transaction does.
+	q.outcomesTx = outcomes("") + ` AND r."StatusName" <> 'Succeeded' RETURNING r."Id"`
 	q.existing = `SELECT "Id" FROM ` + name + ` WHERE "Id" = ANY($1::bigint[])`
 
 	// The ids are collected first (an InitPlan), so the delete goes
 	// through the primary key rather than joining the whole table.
-	q.deleteExp = `DELETE FROM ` + name + ` WHERE "Id" = ANY(ARRAY(
+	q.deleteExp = `DELETE FROM ` + name + ` USING (SELECT 1) AS one` + async + ` WHERE "Id" = ANY(ARRAY(
 			SELECT "Id" FROM ` + name + `
 			WHERE "ExpiresAt" < ` + nowUTC + ` AND "StatusName" IN ('Succeeded', 'Failed')
 			LIMIT $1

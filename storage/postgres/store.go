@@ -76,7 +76,7 @@ func newStore[TTx any](b backend[TTx], opts Options) (*Store[TTx], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store[TTx]{b: b, q: newQueries(opts.Schema), opts: opts, epoch: time.Now()}, nil
+	return &Store[TTx]{b: b, q: newQueries(opts.Schema, opts.SyncCommit), opts: opts, epoch: time.Now()}, nil
 }
 
 // Name returns "PostgreSql", CAP's name for this storage.
