@@ -114,6 +114,10 @@ func TestExplainPlans(t *testing.T) {
 			check{tbl.String() + " claim 1000", tq.claim, claimArgs(1000)},
 			check{tbl.String() + " delete expired", tq.deleteExp, []any{1000}},
 			check{tbl.String() + " list failed", tq.list[filterStatus], []any{"Failed", 20, 0}},
+			check{tbl.String() + " count failed", tq.count[filterStatus], []any{"Failed"}},
+			check{tbl.String() + " list scheduled", tq.listScheduled[0], []any{20, 0}},
+			check{tbl.String() + " count scheduled", tq.countScheduled[0], nil},
+			check{tbl.String() + " list scheduled by name", tq.listScheduled[filterName], []any{"%topic.1%", 20, 0}},
 		)
 	}
 	for i, c := range checks {
@@ -141,8 +145,12 @@ func TestExplainPlans(t *testing.T) {
 			require.NoError(t, err)
 			_, err = tx.Exec(ctx, `SET LOCAL plan_cache_mode = `+mode)
 			require.NoError(t, err)
-			rs, err := tx.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) EXECUTE `+
-				name+`(`+strings.Join(lits, ", ")+`)`, pgx.QueryExecModeSimpleProtocol)
+			execute := name
+			if len(lits) > 0 {
+				execute += `(` + strings.Join(lits, ", ") + `)`
+			}
+			rs, err := tx.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) EXECUTE `+execute,
+				pgx.QueryExecModeSimpleProtocol)
 			require.NoError(t, err)
 			var plan strings.Builder
 			for rs.Next() {

@@ -68,6 +68,15 @@ func (s *Store[TTx]) migrateTable(ctx context.Context, q querier, t storage.Tabl
 				return err
 			}
 		}
+		def, err = queryString(ctx, q, s.q.indexDefinition, s.q.schema, statusIndex(t))
+		if err != nil {
+			return err
+		}
+		if def != "" && !strings.Contains(strings.ToUpper(def), " WHERE ") {
+			if _, err := q.exec(ctx, s.q.dropIndex(statusIndex(t))); err != nil {
+				return err
+			}
+		}
 	}
 	if _, err := q.exec(ctx, tq.createTable); err != nil {
 		return err

@@ -554,13 +554,20 @@ func (s *Store[TTx]) List(ctx context.Context, t storage.Table, q storage.ListQu
 			filter = append(filter, v)
 		}
 	}
-	add(filterStatus, string(q.Status))
+	scheduled := q.Status == storage.StatusScheduled
+	if !scheduled {
+		add(filterStatus, string(q.Status))
+	}
 	add(filterName, likePattern(q.Name))
 	add(filterContent, likePattern(q.Content))
 	if t == storage.Received {
 		add(filterGroup, q.Group)
 	}
-	rs, err := s.b.db().query(ctx, s.q.tables[t].list[f], append(filter, limit, offset)...)
+	list, count := s.q.tables[t].list[f], s.q.tables[t].count[f]
+	if scheduled {
+		list, count = s.q.tables[t].listScheduled[f], s.q.tables[t].countScheduled[f]
+	}
+	rs, err := s.b.db().query(ctx, list, append(filter, limit, offset)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("postgres: list %s: %w", t, err)
 	}
@@ -578,7 +585,7 @@ func (s *Store[TTx]) List(ctx context.Context, t storage.Table, q storage.ListQu
 	}
 	rs.Close()
 
-	cs, err := s.b.db().query(ctx, s.q.tables[t].count[f], filter...)
+	cs, err := s.b.db().query(ctx, count, filter...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("postgres: count %s: %w", t, err)
 	}
