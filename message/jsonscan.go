@@ -44,9 +44,9 @@ func skipValue(b []byte, i, depth int) (int, bool) {
 	case c == '"':
 		return skipString(b, i)
 	case c == '{':
-		return skipObject(b, i, depth+1)
+		return skipContainer(b, i, depth+1, '}')
 	case c == '[':
-		return skipArray(b, i, depth+1)
+		return skipContainer(b, i, depth+1, ']')
 	case c == 't':
 		return skipLiteral(b, i, "true")
 	case c == 'f':
@@ -142,54 +142,31 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-func skipObject(b []byte, i, depth int) (int, bool) {
+// skipContainer returns the index after the object (end '}') or array (end
+// ']') that starts at b[i].
+func skipContainer(b []byte, i, depth int, end byte) (int, bool) {
 	if depth > maxDepth {
 		return i, false
 	}
 	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
+	if i < len(b) && b[i] == end {
 		return i + 1, true
 	}
 	for {
-		if i >= len(b) || b[i] != '"' {
-			return i, false
-		}
 		var ok bool
-		if i, ok = skipString(b, i); !ok {
-			return i, false
-		}
-		i = skipSpace(b, i)
-		if i >= len(b) || b[i] != ':' {
-			return i, false
-		}
-		if i, ok = skipValue(b, skipSpace(b, i+1), depth); !ok {
-			return i, false
-		}
-		i = skipSpace(b, i)
-		if i >= len(b) {
-			return i, false
-		}
-		switch b[i] {
-		case ',':
+		if end == '}' { // a member's name first
+			if i >= len(b) || b[i] != '"' {
+				return i, false
+			}
+			if i, ok = skipString(b, i); !ok {
+				return i, false
+			}
+			i = skipSpace(b, i)
+			if i >= len(b) || b[i] != ':' {
+				return i, false
+			}
 			i = skipSpace(b, i+1)
-		case '}':
-			return i + 1, true
-		default:
-			return i, false
 		}
-	}
-}
-
-func skipArray(b []byte, i, depth int) (int, bool) {
-	if depth > maxDepth {
-		return i, false
-	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == ']' {
-		return i + 1, true
-	}
-	for {
-		var ok bool
 		if i, ok = skipValue(b, i, depth); !ok {
 			return i, false
 		}
@@ -200,7 +177,7 @@ func skipArray(b []byte, i, depth int) (int, bool) {
 		switch b[i] {
 		case ',':
 			i = skipSpace(b, i+1)
-		case ']':
+		case end:
 			return i + 1, true
 		default:
 			return i, false

@@ -18,6 +18,17 @@ import (
 	memtr "github.com/go-cap/cap/transport/memory"
 )
 
+// dispatcherConfig is a dispatcher's configuration with one sender, an hour's
+// lease and no poll, so that only hand-overs and wakes move rows.
+func dispatcherConfig(store *memstore.Storage, tr transport.Transport, ids *message.IDGenerator, batch int) *Config[*memstore.Tx] {
+	return &Config[*memstore.Tx]{
+		Store: store, Transport: tr, Version: "v1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		PollInterval: time.Hour, Lease: time.Hour, BatchSize: batch, Senders: 1, Workers: 1,
+		Consumers: 1, SendRetry: retry.CAP{}, HandlerRetry: retry.CAP{}, SucceedExpiry: time.Hour,
+		FailedExpiry: time.Hour, NewID: ids.Next,
+	}
+}
+
 // gatedTransport holds every send until open is closed.
 type gatedTransport struct {
 	*memtr.Transport
@@ -43,12 +54,7 @@ func TestHandoverOverflowReleasesRows(t *testing.T) {
 	require.NoError(t, err)
 	ids, err := message.NewIDGenerator(1)
 	require.NoError(t, err)
-	cfg := &Config[*memstore.Tx]{
-		Store: store, Transport: tr, Version: "v1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		PollInterval: time.Hour, Lease: time.Hour, BatchSize: 1, Senders: 1, Workers: 1,
-		Consumers: 1, SendRetry: retry.CAP{}, HandlerRetry: retry.CAP{}, SucceedExpiry: time.Hour,
-		FailedExpiry: time.Hour, NewID: ids.Next,
-	}
+	cfg := dispatcherConfig(store, tr, ids, 1)
 	disp := NewDispatcher(cfg)
 	disp.Run(ctx, nil)
 
@@ -118,12 +124,7 @@ func TestSendsDoNotWaitForEarlierConfirms(t *testing.T) {
 	defer tr.Close()
 	ids, err := message.NewIDGenerator(1)
 	require.NoError(t, err)
-	cfg := &Config[*memstore.Tx]{
-		Store: store, Transport: tr, Version: "v1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		PollInterval: time.Hour, Lease: time.Hour, BatchSize: 10, Senders: 1, Workers: 1,
-		Consumers: 1, SendRetry: retry.CAP{}, HandlerRetry: retry.CAP{}, SucceedExpiry: time.Hour,
-		FailedExpiry: time.Hour, NewID: ids.Next,
-	}
+	cfg := dispatcherConfig(store, tr, ids, 10)
 	disp := NewDispatcher(cfg)
 	disp.Run(ctx, nil)
 
