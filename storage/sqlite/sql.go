@@ -30,9 +30,20 @@ type tableSQL struct {
 // statements is all SQL text of the package, built once from the validated
 // table prefix.
 type statements struct {
-	migrate   []string
+	migrate   []string // the tables
+	indexes   []index
 	published tableSQL
 	received  tableSQL
+}
+
+// index is one index of the tables. A partial one leaves out the rows none
+// of the statements look for through it, so that an insert, and the claim of
+// a row, write fewer index pages: in WAL mode each page a transaction
+// changes is one more frame to write (publish-overhead on SQLite, four runs
+// each: 0.71-0.74 with whole indexes, 0.80-0.86 with the partial ones).
+type index struct {
+	name, create string
+	partial      bool
 }
 
 func (s *statements) table(t tableKind) *tableSQL {
@@ -59,6 +70,7 @@ func buildStatements(prefix string) statements {
 	rec := prefix + ".received"
 	return statements{
 		migrate:   migrateSQL(pub, rec),
+		indexes:   indexes(pub, rec),
 		published: buildTable(pub, false),
 		received:  buildTable(rec, true),
 	}
@@ -90,25 +102,37 @@ func migrateSQL(pub, rec string) []string {
 	NextAttemptAt TEXT NULL,
 	MessageId TEXT NOT NULL
 )`,
-		createIndex(pub, "Version_NextAttemptAt", "Version, NextAttemptAt", false),
-		createIndex(pub, "ExpiresAt_StatusName", "ExpiresAt, StatusName", false),
-		createIndex(pub, "StatusName_Added", "StatusName, Added", false),
-		createIndex(rec, "Version_NextAttemptAt", "Version, NextAttemptAt", false),
-		createIndex(rec, "ExpiresAt_StatusName", "ExpiresAt, StatusName", false),
-		createIndex(rec, "StatusName_Added", "StatusName, Added", false),
-		createIndex(rec, "MessageId_Group", `MessageId, "Group"`, true),
 	}
 }
 
-// createIndex names the index after its table, as index names are shared
-// by the whole database: "IX_cap.published_ExpiresAt_StatusName".
-func createIndex(table, suffix, columns string, unique bool) string {
+func indexes(pub, rec string) []index {
+	var out []index
+	for _, t := range []string{pub, rec} {
+		out = append(out,
+			// Claims: rows that await an attempt.
+			newIndex(t, "Version_NextAttemptAt", "Version, NextAttemptAt", "NextAttemptAt IS NOT NULL", false),
+			// The collector: rows that expire.
+			newIndex(t, "ExpiresAt_StatusName", "ExpiresAt, StatusName", "ExpiresAt IS NOT NULL", false),
+			// The dashboard: pending Scheduled rows are in the claims' index.
+			newIndex(t, "StatusName_Added", "StatusName, Added", "StatusName <> 'Scheduled' OR NextAttemptAt IS NULL", false),
+		)
+	}
+	return append(out, newIndex(rec, "MessageId_Group", `MessageId, "Group"`, "", true))
+}
+
+// newIndex names the index after its table, as index names are shared by
+// the whole database: "IX_cap.published_ExpiresAt_StatusName".
+func newIndex(table, suffix, columns, where string, unique bool) index {
 	kind := "INDEX"
 	if unique {
 		kind = "UNIQUE INDEX"
 	}
-	return fmt.Sprintf("CREATE %s IF NOT EXISTS %s ON %s (%s)",
-		kind, quote("IX_"+table+"_"+suffix), quote(table), columns)
+	name := "IX_" + table + "_" + suffix
+	create := fmt.Sprintf("CREATE %s IF NOT EXISTS %s ON %s (%s)", kind, quote(name), quote(table), columns)
+	if where != "" {
+		create += " WHERE " + where
+	}
+	return index{name: name, create: create, partial: where != ""}
 }
 
 func buildTable(name string, received bool) tableSQL {

@@ -96,12 +96,32 @@ func kind(t storage.Table) tableKind {
 	return publishedTable
 }
 
-// Migrate creates the tables and indexes if absent. It runs in one write
-// transaction, so instances starting together create them once.
+// Migrate creates the tables and indexes if absent, and replaces indexes
+// that an earlier version of this storage made whole by their partial form.
+// It runs in one write transaction, so instances starting together create
+// them once.
 func (s *Storage) Migrate(ctx context.Context) error {
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		for _, stmt := range s.sql.migrate {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		for _, idx := range s.sql.indexes {
+			if idx.partial {
+				var def sql.NullString
+				err := tx.QueryRowContext(ctx, `SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?`,
+					idx.name).Scan(&def)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return err
+				}
+				if def.Valid && !strings.Contains(strings.ToUpper(def.String), " WHERE ") {
+					if _, err := tx.ExecContext(ctx, `DROP INDEX `+quote(idx.name)); err != nil {
+						return err
+					}
+				}
+			}
+			if _, err := tx.ExecContext(ctx, idx.create); err != nil {
 				return err
 			}
 		}
