@@ -55,7 +55,8 @@ type tableQueries struct {
 	list         [filterAll]string // by listFilter
 	count        [filterAll]string
 	// listScheduled and countScheduled list the Scheduled rows, by the
-	// other filters (see scheduledArms).
+	// other filters, in two arms: pending rows through the claims' index,
+	// the others through the status index.
 	listScheduled, countScheduled [filterAll]string
 	counts                        string
 	delete                        string
