@@ -29,6 +29,21 @@ func dispatcherConfig(store *memstore.Storage, tr transport.Transport, ids *mess
 	}
 }
 
+// storeLeased stores message i on topic "t" as a publisher does before a
+// hand-over: leased to this instance.
+func storeLeased(ctx context.Context, t *testing.T, store *memstore.Storage, ids *message.IDGenerator, i int,
+	lease time.Duration) (*storage.Record, *message.Message) {
+	t.Helper()
+	m := &message.Message{Headers: message.Headers{
+		message.HeaderMessageID: strconv.Itoa(i), message.HeaderMessageName: "t"}, Body: []byte(`{}`)}
+	content, err := message.EncodeContent(m)
+	require.NoError(t, err)
+	rec := &storage.Record{ID: ids.Next(), Version: "v1", Name: "t", Content: content,
+		Status: storage.StatusScheduled, DueIn: lease}
+	require.NoError(t, store.InsertPublished(ctx, []*storage.Record{rec}))
+	return rec, m
+}
+
 // gatedTransport holds every send until open is closed.
 type gatedTransport struct {
 	*memtr.Transport
@@ -61,13 +76,7 @@ func TestHandoverOverflowReleasesRows(t *testing.T) {
 	const n = 100
 	overflowed := 0
 	for i := range n {
-		m := &message.Message{Headers: message.Headers{
-			message.HeaderMessageID: strconv.Itoa(i), message.HeaderMessageName: "t"}, Body: []byte(`{}`)}
-		content, err := message.EncodeContent(m)
-		require.NoError(t, err)
-		rec := &storage.Record{ID: ids.Next(), Version: "v1", Name: "t", Content: content,
-			Status: storage.StatusScheduled, DueIn: cfg.Lease}
-		require.NoError(t, store.InsertPublished(ctx, []*storage.Record{rec}))
+		rec, m := storeLeased(ctx, t, store, ids, i, cfg.Lease)
 		if !disp.Handover(ctx, []*storage.Record{rec}, []*message.Message{m}) {
 			overflowed++
 		}
@@ -129,13 +138,7 @@ func TestSendsDoNotWaitForEarlierConfirms(t *testing.T) {
 	disp.Run(ctx, nil)
 
 	handover := func(i int) {
-		m := &message.Message{Headers: message.Headers{
-			message.HeaderMessageID: strconv.Itoa(i), message.HeaderMessageName: "t"}, Body: []byte(`{}`)}
-		content, err := message.EncodeContent(m)
-		require.NoError(t, err)
-		rec := &storage.Record{ID: ids.Next(), Version: "v1", Name: "t", Content: content,
-			Status: storage.StatusScheduled, DueIn: cfg.Lease}
-		require.NoError(t, store.InsertPublished(ctx, []*storage.Record{rec}))
+		rec, m := storeLeased(ctx, t, store, ids, i, cfg.Lease)
 		require.True(t, disp.Handover(ctx, []*storage.Record{rec}, []*message.Message{m}))
 	}
 	published := func() string {
