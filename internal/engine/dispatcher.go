@@ -363,8 +363,8 @@ func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
 	}
 }
 
-// pipelineDepth is how many full batches of one sender may wait for their
-// confirms while it publishes the next.
+// pipelineDepth × BatchSize is how many messages of one sender may be
+// published and unconfirmed at once.
 const pipelineDepth = 4
 
 // take returns a batch's rows and frees its claim slot.

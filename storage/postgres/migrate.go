@@ -59,23 +59,17 @@ func (s *Store[TTx]) migrateTable(ctx context.Context, q querier, t storage.Tabl
 			return err
 		}
 		upgrade = !has
-		def, err := queryString(ctx, q, s.q.indexDefinition, s.q.schema, versionIndex(t))
-		if err != nil {
+		// CAP's INCLUDE variant of its Version index, and a status index
+		// made whole by an earlier version of this storage.
+		if err := s.dropIndexIf(ctx, q, versionIndex(t), func(def string) bool {
+			return strings.Contains(strings.ToUpper(def), " INCLUDE ")
+		}); err != nil {
 			return err
 		}
-		if strings.Contains(strings.ToUpper(def), " INCLUDE ") {
-			if _, err := q.exec(ctx, s.q.dropIndex(versionIndex(t))); err != nil {
-				return err
-			}
-		}
-		def, err = queryString(ctx, q, s.q.indexDefinition, s.q.schema, statusIndex(t))
-		if err != nil {
+		if err := s.dropIndexIf(ctx, q, statusIndex(t), func(def string) bool {
+			return !strings.Contains(strings.ToUpper(def), " WHERE ")
+		}); err != nil {
 			return err
-		}
-		if def != "" && !strings.Contains(strings.ToUpper(def), " WHERE ") {
-			if _, err := q.exec(ctx, s.q.dropIndex(statusIndex(t))); err != nil {
-				return err
-			}
 		}
 	}
 	if _, err := q.exec(ctx, tq.createTable); err != nil {
@@ -92,6 +86,17 @@ func (s *Store[TTx]) migrateTable(ctx context.Context, q querier, t storage.Tabl
 		}
 	}
 	return nil
+}
+
+// dropIndexIf drops an existing index of the schema whose definition drop
+// accepts.
+func (s *Store[TTx]) dropIndexIf(ctx context.Context, q querier, index string, drop func(def string) bool) error {
+	def, err := queryString(ctx, q, s.q.indexDefinition, s.q.schema, index)
+	if err != nil || def == "" || !drop(def) {
+		return err
+	}
+	_, err = q.exec(ctx, s.q.dropIndex(index))
+	return err
 }
 
 func queryBool(ctx context.Context, q querier, query string, args ...any) (bool, error) {

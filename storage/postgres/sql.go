@@ -145,10 +145,13 @@ const asyncCommit = `(SELECT set_config('synchronous_commit', 'off', true)) AS a
 
 func newTableQueries(schema string, t storage.Table, channel string, syncCommit bool) tableQueries {
 	tbl := t.String()
-	// The FROM items a bookkeeping statement adds.
-	async := ", " + asyncCommit
-	if syncCommit {
-		async = ""
+	// async adds asyncCommit to a bookkeeping statement after sep: "," in a
+	// FROM list, "FROM" or "USING" where there is none.
+	async := func(sep string) string {
+		if syncCommit {
+			return ""
+		}
+		return sep + " " + asyncCommit
 	}
 	name := quoteIdent(schema) + "." + quoteIdent(tbl)
 	received := t == storage.Received
@@ -256,11 +259,11 @@ func newTableQueries(schema string, t storage.Table, channel string, syncCommit 
 			LIMIT $2
 			FOR UPDATE SKIP LOCKED)
 		UPDATE ` + name + ` AS r SET "NextAttemptAt" = ` + nowUTC + ` + ` + micros("$3") + `
-		FROM due` + async + ` WHERE r."Id" = due."Id" AND r."Id" = ANY(ARRAY(SELECT "Id" FROM due))
+		FROM due` + async(",") + ` WHERE r."Id" = due."Id" AND r."Id" = ANY(ARRAY(SELECT "Id" FROM due))
 		RETURNING ` + cols("r.") + `, due."NextAttemptAt"`
 
 	q.reschedule = `UPDATE ` + name + ` SET "NextAttemptAt" = ` + nowUTC + ` + ` + micros("$2") + `
-		FROM (SELECT 1) AS one` + async + `
+		` + async("FROM") + `
 		WHERE "Id" = ANY($1::bigint[]) AND "NextAttemptAt" IS NOT NULL`
 
 	// Outcomes of many rows in one statement. A NULL content keeps the
@@ -280,7 +283,7 @@ func newTableQueries(schema string, t storage.Table, channel string, syncCommit 
 	}
 	// A success stands unless the outcome is forced: a late outcome of an
 	// instance whose lease ended must not undo it.
-	q.outcomes = outcomes(async) + ` AND (o.force OR r."StatusName" <> 'Succeeded')`
+	q.outcomes = outcomes(async(",")) + ` AND (o.force OR r."StatusName" <> 'Succeeded')`
 	// In a caller's transaction a row another instance already completed is
 	// left alone; the ids returned tell which rows were written. It commits
 	// as the caller's transaction does.
@@ -289,7 +292,7 @@ func newTableQueries(schema string, t storage.Table, channel string, syncCommit 
 
 	// The ids are collected first (an InitPlan), so the delete goes
 	// through the primary key rather than joining the whole table.
-	q.deleteExp = `DELETE FROM ` + name + ` USING (SELECT 1) AS one` + async + ` WHERE "Id" = ANY(ARRAY(
+	q.deleteExp = `DELETE FROM ` + name + ` ` + async("USING") + ` WHERE "Id" = ANY(ARRAY(
 			SELECT "Id" FROM ` + name + `
 			WHERE "ExpiresAt" < ` + nowUTC + ` AND "StatusName" IN ('Succeeded', 'Failed')
 			LIMIT $1
