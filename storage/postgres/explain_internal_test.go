@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"strconv"
 	"strings"
@@ -34,40 +32,11 @@ func TestExplainPlans(t *testing.T) {
 		require.NoError(t, err)
 		rows = n
 	}
-	dsn := os.Getenv("CAP_TEST_POSTGRES")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL at %q is unreachable: %v", dsn, err)
-		}
-		t.Skipf("PostgreSQL at %q is unreachable: %v", dsn, err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "cap_test_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), dsn)
-		require.NoError(t, err)
-		defer c.Close(context.Background())
-		_, err = c.Exec(context.Background(), `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`)
-		require.NoError(t, err)
-	})
-	q := newQueries(schema, false)
-	_, err = conn.Exec(ctx, q.createSchema)
-	require.NoError(t, err)
+	q := newQueries(newSchemaName(), false)
+	conn := connectSchema(t, q)
 	for _, tbl := range []storage.Table{storage.Published, storage.Received} {
 		tq := q.tables[tbl]
-		_, err = conn.Exec(ctx, tq.createTable)
-		require.NoError(t, err)
-		for _, stmt := range tq.migrate {
-			_, err = conn.Exec(ctx, stmt)
-			require.NoError(t, err)
-		}
 		// 97% Succeeded (1% of them expired), 1% Failed for good, 1% Failed
 		// waiting for a retry, 0.5% due now, 0.5% Delayed; two versions.
 		start := time.Now()
@@ -76,7 +45,7 @@ func TestExplainPlans(t *testing.T) {
 			group, msgID = `"Group", "MessageId", `, ``
 			groupVal, msgIDVal = `'g' || (i % 4), 'm' || i, `, ``
 		}
-		_, err = conn.Exec(ctx, `INSERT INTO `+tq.name+` ("Id", "Version", "Name", `+group+msgID+`"Content", "Retries",
+		_, err := conn.Exec(ctx, `INSERT INTO `+tq.name+` ("Id", "Version", "Name", `+group+msgID+`"Content", "Retries",
 				"Added", "ExpiresAt", "StatusName", "NextAttemptAt")
 			SELECT i, CASE WHEN i % 10 = 0 THEN 'v2' ELSE 'v1' END, 'topic.' || (i % 50), `+groupVal+msgIDVal+`
 				'{"Headers":{"cap-msg-id":"' || i || '"},"Value":{"n":' || i || '}}', 0,

@@ -2,13 +2,9 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/go-cap/cap/storage"
@@ -20,37 +16,10 @@ import (
 // Options.SyncCommit.
 func TestBookkeepingSetsAsyncCommit(t *testing.T) {
 	t.Parallel()
-	dsn := os.Getenv("CAP_TEST_POSTGRES")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL at %q is unreachable: %v", dsn, err)
-		}
-		t.Skipf("PostgreSQL at %q is unreachable: %v", dsn, err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "cap_test_" + hex.EncodeToString(b)
-	defer func() { _, _ = conn.Exec(context.Background(), `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`) }()
-
 	for _, syncCommit := range []bool{false, true} {
-		q := newQueries(schema, syncCommit)
-		_, err = conn.Exec(ctx, q.createSchema)
-		require.NoError(t, err)
-		for _, tbl := range []storage.Table{storage.Published, storage.Received} {
-			tq := q.tables[tbl]
-			_, err = conn.Exec(ctx, tq.createTable)
-			require.NoError(t, err)
-			for _, stmt := range tq.migrate {
-				_, err = conn.Exec(ctx, stmt)
-				require.NoError(t, err)
-			}
-		}
+		q := newQueries(newSchemaName(), syncCommit)
+		conn := connectSchema(t, q)
 		tq := q.tables[storage.Published]
 		want := map[bool]string{false: "off", true: "on"}[syncCommit]
 		for _, c := range []struct {
@@ -79,7 +48,5 @@ func TestBookkeepingSetsAsyncCommit(t *testing.T) {
 			require.Equal(t, want, got, "%s (SyncCommit %v)", c.name, syncCommit)
 			require.NoError(t, tx.Rollback(ctx))
 		}
-		_, err = conn.Exec(ctx, `DROP SCHEMA "`+schema+`" CASCADE`)
-		require.NoError(t, err)
 	}
 }
