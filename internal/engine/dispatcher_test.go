@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,8 +35,15 @@ func dispatcherConfig(store *memstore.Storage, tr transport.Transport, ids *mess
 func storeLeased(ctx context.Context, t *testing.T, store *memstore.Storage, ids *message.IDGenerator, i int,
 	lease time.Duration) (*storage.Record, *message.Message) {
 	t.Helper()
+	return storeLeasedBody(ctx, t, store, ids, i, lease, []byte(`{}`))
+}
+
+// storeLeasedBody is storeLeased with a body of the caller's.
+func storeLeasedBody(ctx context.Context, t *testing.T, store *memstore.Storage, ids *message.IDGenerator, i int,
+	lease time.Duration, body []byte) (*storage.Record, *message.Message) {
+	t.Helper()
 	m := &message.Message{Headers: message.Headers{
-		message.HeaderMessageID: strconv.Itoa(i), message.HeaderMessageName: "t"}, Body: []byte(`{}`)}
+		message.HeaderMessageID: strconv.Itoa(i), message.HeaderMessageName: "t"}, Body: body}
 	content, err := message.EncodeContent(m)
 	require.NoError(t, err)
 	rec := &storage.Record{ID: ids.Next(), Version: "v1", Name: "t", Content: content,
@@ -118,6 +126,58 @@ func (h *heldConfirms) PublishBatch(ctx context.Context, msgs []*message.Message
 		<-h.open
 		return errs
 	}
+}
+
+// TestSendWindowBoundsBytes: large messages are bounded by their bytes, not
+// their number, while they wait for confirms; a message larger than the
+// bound is still sent, alone.
+func TestSendWindowBoundsBytes(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store := memstore.New()
+	tr := &heldConfirms{Transport: memtr.New(), open: make(chan struct{}), published: make(chan string, 100)}
+	defer tr.Close()
+	ids, err := message.NewIDGenerator(1)
+	require.NoError(t, err)
+	cfg := dispatcherConfig(store, tr, ids, 10)
+	disp := NewDispatcher(cfg)
+	disp.Run(ctx, nil)
+
+	jsonString := func(n int) []byte { return []byte(`"` + strings.Repeat("x", n-2) + `"`) }
+	handover := func(i, size int) {
+		rec, m := storeLeasedBody(ctx, t, store, ids, i, cfg.Lease, jsonString(size))
+		require.True(t, disp.Handover(ctx, []*storage.Record{rec}, []*message.Message{m}))
+	}
+	published := func() string {
+		select {
+		case id := <-tr.published:
+			return id
+		case <-ctx.Done():
+			t.Fatal("nothing published")
+			return ""
+		}
+	}
+	third := pipelineBytes/3 + 1
+	handover(0, third)
+	handover(1, third)
+	require.Equal(t, "0", published())
+	require.Equal(t, "1", published())
+	handover(2, third) // three do not fit
+	select {
+	case id := <-tr.published:
+		t.Fatalf("%s published with %d bytes unconfirmed", id, 2*third)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(tr.open)
+	require.Equal(t, "2", published())
+
+	handover(3, pipelineBytes+1)
+	require.Equal(t, "3", published())
+	require.NoError(t, disp.Stop(ctx))
+	counts, err := store.Counts(ctx, storage.Published)
+	require.NoError(t, err)
+	require.EqualValues(t, 4, counts[storage.StatusSucceeded])
 }
 
 // TestSendsDoNotWaitForEarlierConfirms: with a Pipeliner, a message handed
