@@ -98,7 +98,9 @@ type Options struct {
 	// Defaults to 100.
 	BatchSize int
 	// Senders is the number of goroutines sending batches to the broker.
-	// Defaults to 2.
+	// With a transport that awaits confirms in the background (RabbitMQ),
+	// each sender keeps up to 16 × BatchSize messages, and at most 8 MiB of
+	// them, published and unconfirmed. Defaults to 2.
 	Senders int
 	// ConsumerThreadCount is the number of broker consumers per group.
 	// Defaults to 1.
