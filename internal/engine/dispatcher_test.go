@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -128,6 +129,59 @@ func (h *heldConfirms) PublishBatch(ctx context.Context, msgs []*message.Message
 	}
 }
 
+// pipelined is a running dispatcher with one sender, batches of 10 and a
+// transport that holds every confirm until tr.open is closed.
+type pipelined struct {
+	store *memstore.Storage
+	tr    *heldConfirms
+	ids   *message.IDGenerator
+	cfg   *Config[*memstore.Tx]
+	disp  *Dispatcher[*memstore.Tx]
+}
+
+func newPipelined(ctx context.Context, t *testing.T) *pipelined {
+	t.Helper()
+	p := &pipelined{store: memstore.New(),
+		tr: &heldConfirms{Transport: memtr.New(), open: make(chan struct{}), published: make(chan string, 100)}}
+	t.Cleanup(func() { _ = p.tr.Close() })
+	var err error
+	p.ids, err = message.NewIDGenerator(1)
+	require.NoError(t, err)
+	p.cfg = dispatcherConfig(p.store, p.tr, p.ids, 10)
+	p.disp = NewDispatcher(p.cfg)
+	p.disp.Run(ctx, nil)
+	return p
+}
+
+// handover stores message i with body and hands it to the dispatcher.
+func (p *pipelined) handover(ctx context.Context, t *testing.T, i int, body []byte) {
+	t.Helper()
+	rec, m := storeLeasedBody(ctx, t, p.store, p.ids, i, p.cfg.Lease, body)
+	require.True(t, p.disp.Handover(ctx, []*storage.Record{rec}, []*message.Message{m}))
+}
+
+// published returns the id of the next message published.
+func (p *pipelined) published(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	select {
+	case id := <-p.tr.published:
+		return id
+	case <-ctx.Done():
+		t.Fatal("nothing published")
+		return ""
+	}
+}
+
+// nothingPublished fails when a message is published within 100 ms.
+func (p *pipelined) nothingPublished(t *testing.T, why string) {
+	t.Helper()
+	select {
+	case id := <-p.tr.published:
+		t.Fatalf("%s published with %s", id, why)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
 // TestSendWindowBoundsBytes: large messages are bounded by their bytes, not
 // their number, while they wait for confirms; a message larger than the
 // bound is still sent, alone.
@@ -135,47 +189,23 @@ func TestSendWindowBoundsBytes(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store := memstore.New()
-	tr := &heldConfirms{Transport: memtr.New(), open: make(chan struct{}), published: make(chan string, 100)}
-	defer tr.Close()
-	ids, err := message.NewIDGenerator(1)
-	require.NoError(t, err)
-	cfg := dispatcherConfig(store, tr, ids, 10)
-	disp := NewDispatcher(cfg)
-	disp.Run(ctx, nil)
-
+	p := newPipelined(ctx, t)
 	jsonString := func(n int) []byte { return []byte(`"` + strings.Repeat("x", n-2) + `"`) }
-	handover := func(i, size int) {
-		rec, m := storeLeasedBody(ctx, t, store, ids, i, cfg.Lease, jsonString(size))
-		require.True(t, disp.Handover(ctx, []*storage.Record{rec}, []*message.Message{m}))
-	}
-	published := func() string {
-		select {
-		case id := <-tr.published:
-			return id
-		case <-ctx.Done():
-			t.Fatal("nothing published")
-			return ""
-		}
-	}
-	third := pipelineBytes/3 + 1
-	handover(0, third)
-	handover(1, third)
-	require.Equal(t, "0", published())
-	require.Equal(t, "1", published())
-	handover(2, third) // three do not fit
-	select {
-	case id := <-tr.published:
-		t.Fatalf("%s published with %d bytes unconfirmed", id, 2*third)
-	case <-time.After(100 * time.Millisecond):
-	}
-	close(tr.open)
-	require.Equal(t, "2", published())
 
-	handover(3, pipelineBytes+1)
-	require.Equal(t, "3", published())
-	require.NoError(t, disp.Stop(ctx))
-	counts, err := store.Counts(ctx, storage.Published)
+	third := pipelineBytes/3 + 1
+	p.handover(ctx, t, 0, jsonString(third))
+	p.handover(ctx, t, 1, jsonString(third))
+	require.Equal(t, "0", p.published(ctx, t))
+	require.Equal(t, "1", p.published(ctx, t))
+	p.handover(ctx, t, 2, jsonString(third)) // three do not fit
+	p.nothingPublished(t, fmt.Sprintf("%d bytes unconfirmed", 2*third))
+	close(p.tr.open)
+	require.Equal(t, "2", p.published(ctx, t))
+
+	p.handover(ctx, t, 3, jsonString(pipelineBytes+1))
+	require.Equal(t, "3", p.published(ctx, t))
+	require.NoError(t, p.disp.Stop(ctx))
+	counts, err := p.store.Counts(ctx, storage.Published)
 	require.NoError(t, err)
 	require.EqualValues(t, 4, counts[storage.StatusSucceeded])
 }
@@ -188,50 +218,27 @@ func TestSendsDoNotWaitForEarlierConfirms(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store := memstore.New()
-	tr := &heldConfirms{Transport: memtr.New(), open: make(chan struct{}), published: make(chan string, 100)}
-	defer tr.Close()
-	ids, err := message.NewIDGenerator(1)
-	require.NoError(t, err)
-	cfg := dispatcherConfig(store, tr, ids, 10)
-	disp := NewDispatcher(cfg)
-	disp.Run(ctx, nil)
+	p := newPipelined(ctx, t)
+	body := []byte(`{}`)
 
-	handover := func(i int) {
-		rec, m := storeLeased(ctx, t, store, ids, i, cfg.Lease)
-		require.True(t, disp.Handover(ctx, []*storage.Record{rec}, []*message.Message{m}))
-	}
-	published := func() string {
-		select {
-		case id := <-tr.published:
-			return id
-		case <-ctx.Done():
-			t.Fatal("nothing published")
-			return ""
-		}
-	}
 	// One at a time: each is published while every earlier one waits for
 	// its confirm.
-	limit := pipelineDepth * cfg.BatchSize
+	limit := pipelineDepth * p.cfg.BatchSize
 	for i := range limit {
-		handover(i)
-		require.Equal(t, strconv.Itoa(i), published())
+		p.handover(ctx, t, i, body)
+		require.Equal(t, strconv.Itoa(i), p.published(ctx, t))
 	}
 	// The window is full: the next one waits for a confirm.
-	handover(limit)
-	select {
-	case id := <-tr.published:
-		t.Fatalf("%s published with %d messages unconfirmed", id, limit)
-	case <-time.After(100 * time.Millisecond):
-	}
-	counts, err := store.Counts(ctx, storage.Published)
+	p.handover(ctx, t, limit, body)
+	p.nothingPublished(t, fmt.Sprintf("%d messages unconfirmed", limit))
+	counts, err := p.store.Counts(ctx, storage.Published)
 	require.NoError(t, err)
 	require.Zero(t, counts[storage.StatusSucceeded], "Succeeded before its confirm")
 
-	close(tr.open)
-	require.Equal(t, strconv.Itoa(limit), published())
-	require.NoError(t, disp.Stop(ctx))
-	counts, err = store.Counts(ctx, storage.Published)
+	close(p.tr.open)
+	require.Equal(t, strconv.Itoa(limit), p.published(ctx, t))
+	require.NoError(t, p.disp.Stop(ctx))
+	counts, err = p.store.Counts(ctx, storage.Published)
 	require.NoError(t, err)
 	require.EqualValues(t, limit+1, counts[storage.StatusSucceeded])
 }
