@@ -348,7 +348,7 @@ func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
 			}
 			// Room for this batch first: a sender far ahead of the
 			// broker's confirms waits here, and its next batch grows.
-			size := batchBytes(msgs)
+			size := batchBytes(pend)
 			win.acquire(len(msgs), size)
 			wait := pipe.PublishBatch(ctx, msgs)
 			confirms <- func() {
@@ -406,14 +406,12 @@ func (w *window) release(n, size int) {
 	w.fits.Broadcast()
 }
 
-// batchBytes is the size of msgs' bodies and headers.
-func batchBytes(msgs []*message.Message) int {
+// batchBytes is the size of the rows' stored Content: their headers and
+// bodies, which the rows and their messages hold until the confirms.
+func batchBytes(items []item) int {
 	n := 0
-	for _, m := range msgs {
-		n += len(m.Body)
-		for k, v := range m.Headers {
-			n += len(k) + len(v)
-		}
+	for _, it := range items {
+		n += len(it.rec.Content)
 	}
 	return n
 }
