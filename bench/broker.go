@@ -4,36 +4,77 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/transport"
 	"github.com/go-cap/cap/transport/memory"
-	"github.com/go-cap/cap/transport/rabbitmq"
 )
 
 // broker is the transport under test and what the baselines need of the
-// same broker: raw sends with asynchronous confirms and raw latency.
+// same broker: raw sends and raw latency. A broker other than the in-memory
+// one plugs in through a file of its own (broker_<name>.go) that calls
+// registerTransport from an init function.
 type broker struct {
 	kind   string
-	prefix string // private to this run: group prefix and exchange
+	prefix string // private to this run: group prefix, topic prefix, exchange
 	tr     transport.Transport
-
-	// RabbitMQ only.
-	url      string
-	exchange string
-	admin    *amqp.Connection
+	raw    rawBroker // nil for the in-memory broker: the baselines use tr
 
 	mu     sync.Mutex
-	queues []string // declared by this run, deleted by close
+	queues []string // groups bound by this run, removed by close
 
 	stats *statTransport // with -stats: counts the bus's sends
+}
+
+// rawBroker is what a broker's file provides besides the transport: the
+// baselines through the broker's own client, and the clean-up.
+type rawBroker interface {
+	// rawSend is the burn-down baseline: it sends msgs to the broker as
+	// fast as the broker's own client can (batched or with asynchronous
+	// acknowledgements, as that broker is best used) and returns once the
+	// broker has accepted them all. Messages go to the topic in their
+	// cap-msg-name header, in the transport's wire format.
+	rawSend(ctx context.Context, msgs []*message.Message) error
+	// rawLatency is the latency baseline: it subscribes a consumer of its
+	// own to topic with the broker's client, then calls send at the pace
+	// the probe sets; send publishes p.stamp() with the broker's client.
+	// Each received message's headers go to p.received. It returns when
+	// p.run returns and every sent message arrived (or 5 s passed).
+	rawLatency(ctx context.Context, p *latencyProbe, topic, group string) error
+	// purge empties the group's queue (bound to topic) between phases;
+	// errPurgeByReceiving makes the harness drain it through the transport.
+	purge(ctx context.Context, group, topic string) error
+	// close removes what the run declared on the broker: groups holds every
+	// group bound (the bus's names), prefix the run's prefix.
+	close(groups []string)
+}
+
+// errPurgeByReceiving: the broker has no purge; drain through the transport.
+var errPurgeByReceiving = errors.New("purge by receiving")
+
+// transportKind opens a broker for a run: the transport the bus uses and
+// the raw side. prefix is private to the run (the bus's group and topic
+// prefix).
+type transportKind func(ctx context.Context, cfg *config, prefix string) (transport.Transport, rawBroker, error)
+
+var transportKinds = map[string]transportKind{
+	"memory": func(context.Context, *config, string) (transport.Transport, rawBroker, error) {
+		return memory.New(), nil, nil
+	},
+}
+
+// registerTransport makes -transport name available; called from init.
+func registerTransport(name string, open transportKind) {
+	transportKinds[name] = open
+	if !slices.Contains(transports, name) {
+		transports = append(transports, name)
+		slices.Sort(transports)
+	}
 }
 
 // busTransport returns tr as the bus should use it: counted with -stats.
@@ -46,51 +87,35 @@ func (b *broker) busTransport(tr transport.Transport) transport.Transport {
 }
 
 func openBroker(ctx context.Context, cfg *config) (*broker, error) {
+	open, ok := transportKinds[cfg.transport]
+	if !ok {
+		return nil, fmt.Errorf("unknown transport %q", cfg.transport)
+	}
 	b := &broker{kind: cfg.transport, prefix: newName("capbench.")}
-	if cfg.transport == "memory" {
-		b.tr = memory.New()
-		return b, nil
-	}
-	b.url = cfg.rabbitURL
-	b.exchange = b.prefix + ".router"
-	conn, err := amqp.DialConfig(b.url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	tr, raw, err := open(ctx, cfg, b.prefix)
 	if err != nil {
-		return nil, fmt.Errorf("rabbitmq at %s (set -rabbitmq or CAP_TEST_RABBITMQ): %w", redactURL(b.url), err)
-	}
-	b.admin = conn
-	tr, err := b.newRabbit(cfg)
-	if err != nil {
-		_ = conn.Close()
 		return nil, err
 	}
-	b.tr = tr
+	b.tr, b.raw = tr, raw
 	return b, nil
-}
-
-func (b *broker) newRabbit(cfg *config) (*rabbitmq.Transport, error) {
-	return rabbitmq.New(rabbitmq.Config{URL: b.url, ExchangeName: b.exchange, ConnectionName: "cap-bench",
-		Logger: cfg.logger()})
 }
 
 // group returns the name the bus gives group, with the run's prefix and
 // the default version: the queue's name on RabbitMQ.
 func (b *broker) group(name string) string { return b.prefix + "." + name + ".v1" }
 
-// addQueue remembers a queue to delete at the end of the run.
+// addQueue remembers a group to remove at the end of the run.
 func (b *broker) addQueue(name string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, q := range b.queues {
-		if q == name {
-			return
-		}
+	if !slices.Contains(b.queues, name) {
+		b.queues = append(b.queues, name)
 	}
-	b.queues = append(b.queues, name)
 }
 
-// sink binds a queue with no consumer to topic, so that every message sent
+// sink binds a group with no consumer to topic, so that every message sent
 // is stored by the broker as it would be for a real subscriber. It returns
-// the queue's name.
+// the group's name.
 func (b *broker) sink(ctx context.Context, name, topic string) (string, error) {
 	q := b.group(name)
 	b.addQueue(q)
@@ -98,19 +123,15 @@ func (b *broker) sink(ctx context.Context, name, topic string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("bind %s: %w", q, err)
 	}
-	return q, c.Close() // the queue and its binding stay
+	return q, c.Close() // the group and its binding stay
 }
 
-// purge empties a queue between phases.
+// purge empties a group's queue between phases.
 func (b *broker) purge(ctx context.Context, queue, topic string) error {
-	if b.kind == "rabbitmq" {
-		ch, err := b.admin.Channel()
-		if err != nil {
+	if b.raw != nil {
+		if err := b.raw.purge(ctx, queue, topic); !errors.Is(err, errPurgeByReceiving) {
 			return err
 		}
-		defer ch.Close()
-		_, err = ch.QueuePurge(queue, false)
-		return err
 	}
 	c, err := b.tr.Subscribe(ctx, queue, []string{topic})
 	if err != nil {
@@ -133,210 +154,104 @@ func (b *broker) purge(ctx context.Context, queue, topic string) error {
 	}
 }
 
-// close closes the transport and deletes what the run declared.
+// close closes the transport and removes what the run declared.
 func (b *broker) close() {
 	_ = b.tr.Close()
-	if b.admin == nil {
-		return
-	}
-	defer b.admin.Close()
-	ch, err := b.admin.Channel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench: rabbitmq clean-up:", err)
-		return
-	}
-	defer ch.Close()
-	for _, q := range b.queues {
-		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: delete queue %s: %v\n", q, err)
-			if ch, err = b.admin.Channel(); err != nil {
-				return
-			}
-		}
-	}
-	if err := ch.ExchangeDelete(b.exchange, false, false); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: delete exchange %s: %v\n", b.exchange, err)
+	if b.raw != nil {
+		b.mu.Lock()
+		queues := slices.Clone(b.queues)
+		b.mu.Unlock()
+		b.raw.close(queues)
 	}
 }
 
-// rawSend is the burn-down baseline: it sends msgs to the broker as fast as
-// it can and returns once the broker has confirmed them all. On RabbitMQ it
-// publishes on one channel with asynchronous confirms, in the transport's
-// wire format (persistent, the headers as AMQP strings); on the in-memory
-// broker it calls SendBatch with batches of 100.
+// rawSend is the burn-down baseline: the broker's own client where the
+// broker has a file of its own; on the in-memory broker SendBatch with
+// batches of 100.
 func (b *broker) rawSend(ctx context.Context, msgs []*message.Message) error {
-	if b.kind != "rabbitmq" {
-		for i := 0; i < len(msgs); i += 100 {
-			if errs := b.tr.SendBatch(ctx, msgs[i:min(i+100, len(msgs))]); errs != nil {
-				return errors.Join(errs...)
-			}
-		}
-		return nil
+	if b.raw != nil {
+		return b.raw.rawSend(ctx, msgs)
 	}
-	conn, err := amqp.Dial(b.url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	if err := ch.Confirm(false); err != nil {
-		return err
-	}
-	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, len(msgs)+1))
-	for _, m := range msgs {
-		if err := ch.PublishWithContext(ctx, b.exchange, m.Name(), false, false, publishing(m)); err != nil {
-			return err
-		}
-	}
-	for range msgs {
-		select {
-		case c, ok := <-confirms:
-			if !ok {
-				return errors.New("rabbitmq: channel closed before every confirm arrived")
-			}
-			if !c.Ack {
-				return errors.New("rabbitmq: a raw publish was nacked")
-			}
-		case <-ctx.Done():
-			return ctx.Err()
+	for i := 0; i < len(msgs); i += 100 {
+		if errs := b.tr.SendBatch(ctx, msgs[i:min(i+100, len(msgs))]); errs != nil {
+			return errors.Join(errs...)
 		}
 	}
 	return nil
 }
 
-// publishing is the AMQP form of m, as the transport sends it.
-func publishing(m *message.Message) amqp.Publishing {
-	h := make(amqp.Table, len(m.Headers))
-	for k, v := range m.Headers {
-		h[k] = v
+// latencyProbe stamps the baseline's messages with their send time and
+// records the latency of those received.
+type latencyProbe struct {
+	h     *histogram
+	sent  atomic.Int64
+	epoch time.Time
+	body  []byte
+	topic string
+	rate  int
+	d     time.Duration
+}
+
+// stamp returns the next message to send, stamped with the time.
+func (p *latencyProbe) stamp() *message.Message {
+	n := p.sent.Add(1)
+	return &message.Message{Headers: message.Headers{
+		message.HeaderMessageID:   strconv.FormatInt(n, 10),
+		message.HeaderMessageName: p.topic,
+		"bench-sent":              strconv.FormatInt(int64(time.Since(p.epoch)), 10),
+	}, Body: p.body}
+}
+
+// received records the latency of a message with these headers.
+func (p *latencyProbe) received(hs map[string]string) {
+	if v, err := strconv.ParseInt(hs["bench-sent"], 10, 64); err == nil {
+		p.h.record(time.Since(p.epoch) - time.Duration(v))
 	}
-	return amqp.Publishing{Headers: h, MessageId: m.ID(), DeliveryMode: amqp.Persistent, Body: m.Body}
+}
+
+// run calls send at the probe's rate for its duration, then waits up to
+// 5 s for every sent message to be received.
+func (p *latencyProbe) run(ctx context.Context, send func(ctx context.Context) error) error {
+	err := pace(ctx, p.rate, p.d, 1, send)
+	waitFor(ctx, 5*time.Second, func() bool { return p.h.count() >= p.sent.Load() })
+	return err
 }
 
 // rawLatency is the latency baseline: messages of size bytes sent at rate
 // for d straight to the broker and received by one consumer, which acks
-// each. It measures from the start of the send to the receive. On RabbitMQ
-// the sender uses asynchronous confirms and the consumer the transport's
-// prefetch.
+// each. It measures from the start of the send to the receive.
 func (b *broker) rawLatency(ctx context.Context, rate int, d time.Duration, size int) (*histogram, error) {
 	topic := "bench.rawlatency"
-	h := &histogram{}
-	var sent atomic.Int64
-	epoch := time.Now()
-	body := make([]byte, size)
-	for i := range body {
-		body[i] = 'x'
+	p := &latencyProbe{h: &histogram{}, epoch: time.Now(), body: make([]byte, size), topic: topic, rate: rate, d: d}
+	for i := range p.body {
+		p.body[i] = 'x'
 	}
-	stamp := func() *message.Message {
-		n := sent.Add(1)
-		return &message.Message{Headers: message.Headers{
-			message.HeaderMessageID:   strconv.FormatInt(n, 10),
-			message.HeaderMessageName: topic,
-			"bench-sent":              strconv.FormatInt(int64(time.Since(epoch)), 10),
-		}, Body: body}
-	}
-	latencyOf := func(hs map[string]string) {
-		if v, err := strconv.ParseInt(hs["bench-sent"], 10, 64); err == nil {
-			h.record(time.Since(epoch) - time.Duration(v))
-		}
-	}
-	if b.kind != "rabbitmq" {
-		q := b.group("rawlatency")
-		c, err := b.tr.Subscribe(ctx, q, []string{topic})
-		if err != nil {
-			return nil, err
-		}
-		defer c.Close()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				dl, err := c.Receive(ctx)
-				if err != nil {
-					return
-				}
-				latencyOf(dl.Message().Headers)
-				_ = dl.Ack(ctx)
-			}
-		}()
-		err = pace(ctx, rate, d, 1, func(ctx context.Context) error { return b.tr.Send(ctx, stamp()) })
-		waitFor(ctx, 5*time.Second, func() bool { return h.count() >= sent.Load() })
-		_ = c.Close()
-		<-done
-		return h, err
-	}
-
 	q := b.group("rawlatency")
 	b.addQueue(q)
-	cconn, err := amqp.Dial(b.url)
+	if b.raw != nil {
+		return p.h, b.raw.rawLatency(ctx, p, topic, q)
+	}
+	c, err := b.tr.Subscribe(ctx, q, []string{topic})
 	if err != nil {
 		return nil, err
 	}
-	defer cconn.Close()
-	cch, err := cconn.Channel()
-	if err != nil {
-		return nil, err
-	}
-	if err := cch.ExchangeDeclare(b.exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-		return nil, err
-	}
-	if _, err := cch.QueueDeclare(q, true, false, false, false, nil); err != nil {
-		return nil, err
-	}
-	if err := cch.QueueBind(q, topic, b.exchange, false, nil); err != nil {
-		return nil, err
-	}
-	if err := cch.Qos(rabbitmq.DefaultPrefetch, 0, false); err != nil {
-		return nil, err
-	}
-	deliveries, err := cch.Consume(q, "", false, false, false, false, nil)
-	if err != nil {
-		return nil, err
-	}
+	defer c.Close()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for dl := range deliveries {
-			hs := map[string]string{}
-			if v, ok := dl.Headers["bench-sent"].(string); ok {
-				hs["bench-sent"] = v
+		for {
+			dl, err := c.Receive(ctx)
+			if err != nil {
+				return
 			}
-			latencyOf(hs)
-			_ = dl.Ack(false)
+			p.received(dl.Message().Headers)
+			_ = dl.Ack(ctx)
 		}
 	}()
-
-	pconn, err := amqp.Dial(b.url)
-	if err != nil {
-		return nil, err
-	}
-	defer pconn.Close()
-	pch, err := pconn.Channel()
-	if err != nil {
-		return nil, err
-	}
-	if err := pch.Confirm(false); err != nil {
-		return nil, err
-	}
-	confirms := pch.NotifyPublish(make(chan amqp.Confirmation, 1024))
-	go func() {
-		for range confirms { // asynchronous: drained, not waited for
-		}
-	}()
-	var mu sync.Mutex // one publisher at a time on a channel
-	err = pace(ctx, rate, d, 1, func(ctx context.Context) error {
-		mu.Lock()
-		defer mu.Unlock()
-		m := stamp()
-		return pch.PublishWithContext(ctx, b.exchange, topic, false, false, publishing(m))
-	})
-	waitFor(ctx, 5*time.Second, func() bool { return h.count() >= sent.Load() })
-	_ = cch.Close()
+	err = p.run(ctx, func(ctx context.Context) error { return b.tr.Send(ctx, p.stamp()) })
+	_ = c.Close()
 	<-done
-	return h, err
+	return p.h, err
 }
 
 // waitFor polls cond every 5 ms until it holds or limit passes; it reports

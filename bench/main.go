@@ -48,14 +48,27 @@ import (
 	"time"
 )
 
-// Storages and transports the flags accept, and those the library does not
-// have yet.
+// Storages and transports the flags accept (files of their own add theirs
+// from init: registerStorage, registerTransport), and those the library
+// does not have yet.
 var (
-	storages        = []string{"sqlite", "postgres"}
+	storages        = []string{"postgres", "sqlite"}
 	futureStorages  = []string{"mysql", "sqlserver", "mongodb"}
-	transports      = []string{"memory", "rabbitmq"}
+	transports      = []string{"memory"}
 	futureTransport = []string{"kafka", "nats", "redis"}
 )
+
+// serverFlags are the flags that locate a backend's server, added by the
+// backends' files with addServerFlag; config.servers holds their values.
+var serverFlags []serverFlag
+
+type serverFlag struct{ name, env, def, usage string }
+
+// addServerFlag adds the flag -name (default: $env, else def) from a
+// backend file's init; its value is cfg.server(name).
+func addServerFlag(name, env, def, usage string) {
+	serverFlags = append(serverFlags, serverFlag{name, env, def, usage})
+}
 
 // scenarios in the order of the usage text.
 var scenarios = []string{"publish-overhead", "burn-down", "end-to-end", "latency", "soak"}
@@ -81,6 +94,7 @@ type config struct {
 
 	postgresURL string
 	rabbitURL   string
+	servers     map[string]*string // addServerFlag's flags
 	cpuProfile  string
 	memProfile  string
 	traceFile   string
@@ -187,6 +201,10 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.workers, "workers", 0, "Options.Workers (0: library default)")
 	fs.StringVar(&cfg.postgresURL, "postgres", env("CAP_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL")
 	fs.StringVar(&cfg.rabbitURL, "rabbitmq", env("CAP_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ URL")
+	cfg.servers = map[string]*string{}
+	for _, f := range serverFlags {
+		cfg.servers[f.name] = fs.String(f.name, env(f.env, f.def), f.usage+" (or "+f.env+")")
+	}
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.StringVar(&cfg.memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
 	fs.StringVar(&cfg.traceFile, "trace", "", "write an execution trace of the whole run to this file (go tool trace -pprof=net shows where goroutines wait on the network)")
@@ -271,6 +289,19 @@ func env(key, def string) string {
 	return def
 }
 
+// server returns the value of the flag addServerFlag added as name.
+func (c *config) server(name string) string {
+	if v, ok := c.servers[name]; ok {
+		return *v
+	}
+	for _, f := range serverFlags {
+		if f.name == name {
+			return env(f.env, f.def)
+		}
+	}
+	return ""
+}
+
 func (c *config) logger() *slog.Logger {
 	level := slog.LevelWarn
 	if c.verbose {
@@ -287,16 +318,36 @@ func dispatch(ctx context.Context, cfg *config, out *report) (result, error) {
 		return result{}, err
 	}
 	defer br.close()
-	switch cfg.storage {
-	case "postgres":
-		db, err := openPostgres(ctx, cfg)
-		if err != nil {
-			return result{}, err
-		}
-		defer db.close()
-		return runScenario(ctx, cfg, out, db, br)
-	default:
-		db, err := openSQLite(ctx, cfg)
+	run, ok := storageKinds[cfg.storage]
+	if !ok {
+		return result{}, fmt.Errorf("unknown storage %q", cfg.storage)
+	}
+	return run(ctx, cfg, out, br)
+}
+
+// storageKind runs the scenario on a storage of one kind.
+type storageKind func(ctx context.Context, cfg *config, out *report, br *broker) (result, error)
+
+var storageKinds = map[string]storageKind{
+	"postgres": storageRunner(openPostgres),
+	"sqlite":   storageRunner(openSQLite),
+}
+
+// registerStorage makes -storage name available; called from the init
+// function of the storage's file (database_<name>.go). open creates a
+// database private to the run (removed by its close) with the business
+// tables bench_orders (id, customer, total) and bench_plain (id, body).
+func registerStorage[TTx any](name string, open func(ctx context.Context, cfg *config) (*database[TTx], error)) {
+	storageKinds[name] = storageRunner(open)
+	if !slices.Contains(storages, name) {
+		storages = append(storages, name)
+		slices.Sort(storages)
+	}
+}
+
+func storageRunner[TTx any](open func(ctx context.Context, cfg *config) (*database[TTx], error)) storageKind {
+	return func(ctx context.Context, cfg *config, out *report, br *broker) (result, error) {
+		db, err := open(ctx, cfg)
 		if err != nil {
 			return result{}, err
 		}
