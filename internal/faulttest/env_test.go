@@ -19,13 +19,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 )
 
 const (
-	defaultDSN  = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	defaultAMQP = "amqp://guest:guest@127.0.0.1:5672/"
+	defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	// reachTimeout bounds the wait for a restarted service.
 	reachTimeout = 90 * time.Second
 )
@@ -33,15 +31,67 @@ const (
 // env is what every scenario shares: the servers, the built programs and
 // the run's names.
 type env struct {
-	dsn, amqpURL string
-	pool         *pgxpool.Pool
-	bin          string // directory holding producer and consumer
-	logDir       string
-	run          string // short random id in every name the run creates
-	keep         bool   // CAP_FAULT_KEEP: leave schemas and queues for inspection
-	// restart is empty when the services can be restarted, else why not.
+	dsn    string
+	pool   *pgxpool.Pool
+	bin    string // directory holding producer and consumer
+	logDir string
+	run    string // short random id in every name the run creates
+	keep   bool   // CAP_FAULT_KEEP: leave schemas and queues for inspection
+	// restart is empty when PostgreSQL can be restarted, else why not.
 	restart string
 	pgVer   string
+
+	brokers map[string]brokerSide // opened by broker, by transport name
+}
+
+// brokerSide is what the harness needs of a transport's broker besides the
+// programs' transport (faulttest.RegisterTransport): how to point the
+// programs at it, how to restart it under them, and the clean-up. RabbitMQ's
+// is in broker_rabbitmq_test.go; each other transport adds its own file that
+// registers an opener in brokerOpeners from init, and its scenarios in
+// extraScenarios.
+type brokerSide interface {
+	// args are the programs' flags that select and locate the broker
+	// ("-transport", name, "-broker", address).
+	args() []string
+	// canRestart is empty when restart works here, else why not.
+	canRestart() string
+	// restart stops the broker for down, then starts it again and waits
+	// until it accepts clients; the broker is started again whatever
+	// happens in between.
+	restart(down time.Duration) error
+	// ensureUp brings a broker left down back, and waits for it.
+	ensureUp() error
+	// cleanup removes a scenario's objects on the broker: prefix is the
+	// scenario's (the bus's group and topic prefix), groups the bus's
+	// names of its groups, topic its topic after the prefix.
+	cleanup(prefix string, groups []string, topic string) error
+}
+
+// brokerOpeners open the broker side of a transport, once per run; an
+// unreachable broker is reported with unavailable. A side that must stop
+// something at the end registers it with t.Cleanup.
+var brokerOpeners = map[string]func(t *testing.T, e *env) brokerSide{}
+
+// extraScenarios are the scenarios of the transports other than RabbitMQ,
+// added from their files' init functions. Their names start with the
+// transport's name ("kafka-kill-consumer"), so that
+// -run 'TestFaults/kafka-' runs them alone.
+var extraScenarios []func(long time.Duration) []scenario
+
+// broker returns the side of the named transport, opening it on first use.
+func (e *env) broker(t *testing.T, name string) brokerSide {
+	t.Helper()
+	if b, ok := e.brokers[name]; ok {
+		return b
+	}
+	open, ok := brokerOpeners[name]
+	if !ok {
+		t.Fatalf("no broker side for transport %q", name)
+	}
+	b := open(t, e)
+	e.brokers[name] = b
+	return b
 }
 
 func ci() bool { return os.Getenv("CI") == "true" }
@@ -67,8 +117,8 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{
 		dsn:     getenv("CAP_TEST_POSTGRES", defaultDSN),
-		amqpURL: getenv("CAP_TEST_RABBITMQ", defaultAMQP),
 		keep:    os.Getenv("CAP_FAULT_KEEP") != "",
+		brokers: map[string]brokerSide{},
 	}
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
@@ -87,11 +137,6 @@ func newEnv(t *testing.T) *env {
 	if err := e.waitPostgres(5 * time.Second); err != nil {
 		unavailable(t, "PostgreSQL at CAP_TEST_POSTGRES=%q is unreachable: %v", e.dsn, err)
 	}
-	conn, err := amqp.Dial(e.amqpURL)
-	if err != nil {
-		unavailable(t, "RabbitMQ at CAP_TEST_RABBITMQ=%q is unreachable: %v", e.amqpURL, err)
-	}
-	_ = conn.Close()
 
 	e.logDir = os.Getenv("CAP_FAULT_LOGDIR")
 	if e.logDir == "" {
@@ -113,18 +158,13 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-// canRestart says why the services cannot be restarted here, or "".
+// canRestart says why PostgreSQL cannot be restarted here, or "".
 func (e *env) canRestart() string {
-	for _, u := range []string{e.dsn, e.amqpURL} {
-		if pu, err := url.Parse(u); err != nil || !loopback(pu.Hostname()) {
-			return "the services are not on this machine"
-		}
+	if pu, err := url.Parse(e.dsn); err != nil || !loopback(pu.Hostname()) {
+		return "PostgreSQL is not on this machine"
 	}
 	if os.Geteuid() != 0 {
-		return "restarting PostgreSQL and RabbitMQ needs root"
-	}
-	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
-		return "rabbitmqctl not found"
+		return "restarting PostgreSQL needs root"
 	}
 	if _, err := exec.LookPath("pg_ctlcluster"); err != nil {
 		return "pg_ctlcluster not found"
@@ -139,10 +179,13 @@ func (e *env) canRestart() string {
 
 // needRestart skips a scenario that restarts services where that is not
 // possible (fails it under CI).
-func (e *env) needRestart(t *testing.T) {
+func (e *env) needRestart(t *testing.T, b brokerSide) {
 	t.Helper()
 	if e.restart != "" {
 		unavailable(t, "%s", e.restart)
+	}
+	if why := b.canRestart(); why != "" {
+		unavailable(t, "%s", why)
 	}
 }
 
@@ -168,27 +211,6 @@ func (e *env) pgctl(action string) error {
 	return command("pg_ctlcluster", "--skip-systemctl-redirect", e.pgVer, "main", action)
 }
 
-// restartRabbitMQ stops the broker's application for down, then starts it
-// and waits until it accepts connections. The broker is started again
-// whatever happens in between.
-func (e *env) restartRabbitMQ(down time.Duration) (err error) {
-	if err := command("rabbitmqctl", "stop_app"); err != nil {
-		return err
-	}
-	defer func() {
-		serr := command("rabbitmqctl", "start_app")
-		werr := e.waitRabbitMQ(reachTimeout)
-		if err == nil {
-			err = werr
-		}
-		if err != nil && serr != nil {
-			err = fmt.Errorf("%w (start_app: %v)", err, serr)
-		}
-	}()
-	time.Sleep(down)
-	return nil
-}
-
 // restartPostgres stops the cluster (fast mode: sessions are cut, open
 // transactions roll back) for down, then starts it and waits until it
 // accepts queries. The cluster is started again whatever happens.
@@ -208,21 +230,6 @@ func (e *env) restartPostgres(down time.Duration) (err error) {
 	}()
 	time.Sleep(down)
 	return nil
-}
-
-func (e *env) waitRabbitMQ(d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		conn, err := amqp.DialConfig(e.amqpURL, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
-		if err == nil {
-			_ = conn.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("RabbitMQ not reachable %v after its restart: %w", d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func (e *env) waitPostgres(d time.Duration) error {
@@ -246,38 +253,14 @@ func (e *env) waitPostgres(d time.Duration) error {
 // waits for it; it reports what it could not bring back.
 func (e *env) ensureUp() error {
 	var errs []error
-	if err := e.waitRabbitMQ(time.Second); err != nil {
-		_ = command("rabbitmqctl", "start_app")
-		errs = append(errs, e.waitRabbitMQ(reachTimeout))
+	for _, b := range e.brokers {
+		errs = append(errs, b.ensureUp())
 	}
 	if err := e.waitPostgres(time.Second); err != nil {
 		_ = e.pgctl("start")
 		errs = append(errs, e.waitPostgres(reachTimeout))
 	}
 	return errors.Join(errs...)
-}
-
-// deleteBrokerObjects removes a scenario's queues and exchange.
-func (e *env) deleteBrokerObjects(prefix string, queues []string) error {
-	conn, err := amqp.Dial(e.amqpURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
-	for _, q := range queues {
-		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-			return fmt.Errorf("delete queue %s: %w", q, err)
-		}
-	}
-	if err := ch.ExchangeDelete(prefix, false, false); err != nil {
-		return fmt.Errorf("delete exchange %s: %w", prefix, err)
-	}
-	return nil
 }
 
 func atoiEnv(key string, def int) int {

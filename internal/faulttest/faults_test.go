@@ -22,10 +22,11 @@ const shortLength = 15 * time.Second
 // inject causes faults; then the harness waits for quiescence and checks.
 type scenario struct {
 	name      string
+	transport string // "" is RabbitMQ
 	instances int
 	rate      float64 // orders per second per producer
 	length    time.Duration
-	restarts  bool // restarts PostgreSQL or RabbitMQ
+	restarts  bool // restarts PostgreSQL or the broker
 	// crashes: a consumer is killed or the database restarts, the only
 	// causes for which the plain handler may run twice.
 	crashes bool
@@ -50,7 +51,7 @@ func scenarios(long time.Duration) []scenario {
 			name: "restart-rabbitmq", instances: 1, rate: 100, length: shortLength, restarts: true,
 			inject: func(ctx context.Context, w *world) {
 				if sleep(ctx, w.between(3*time.Second, 5*time.Second)) {
-					w.restartRabbitMQ()
+					w.restartBroker()
 				}
 			},
 		},
@@ -101,7 +102,7 @@ func allFaults(ctx context.Context, w *world, length time.Duration) {
 		const every = 75 * time.Second
 		nextRabbit, nextPG := length/5, length*55/100
 		for {
-			next, restart := nextRabbit, w.restartRabbitMQ
+			next, restart := nextRabbit, w.restartBroker
 			if nextPG < nextRabbit {
 				next, restart = nextPG, w.restartPostgres
 			}
@@ -138,7 +139,11 @@ func TestFaults(t *testing.T) {
 	e := newEnv(t)
 	t.Logf("CAP_FAULT_SEED=%d CAP_FAULT_DURATION=%v", seed, long)
 	var lines []string
-	for i, sc := range scenarios(long) {
+	all := scenarios(long)
+	for _, extra := range extraScenarios {
+		all = append(all, extra(long)...)
+	}
+	for i, sc := range all {
 		t.Run(sc.name, func(t *testing.T) {
 			lines = append(lines, runScenario(t, e, sc, seed+uint64(i)))
 		})
@@ -147,10 +152,15 @@ func TestFaults(t *testing.T) {
 }
 
 func runScenario(t *testing.T, e *env, sc scenario, seed uint64) string {
-	if sc.restarts {
-		e.needRestart(t)
+	tr := sc.transport
+	if tr == "" {
+		tr = "rabbitmq"
 	}
-	w := e.newWorld(t, sc.name, sc.instances, sc.rate, seed)
+	broker := e.broker(t, tr)
+	if sc.restarts {
+		e.needRestart(t, broker)
+	}
+	w := e.newWorld(t, sc.name, broker, sc.instances, sc.rate, seed)
 	w.start()
 	ctx, cancel := context.WithTimeout(context.Background(), sc.length)
 	defer cancel()

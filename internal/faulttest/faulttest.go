@@ -27,6 +27,7 @@ import (
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/storage"
 	"github.com/go-cap/cap/storage/postgres"
+	"github.com/go-cap/cap/transport"
 	"github.com/go-cap/cap/transport/rabbitmq"
 )
 
@@ -65,19 +66,23 @@ const Ready = "READY"
 
 // Config is what both programs are told on their command line.
 type Config struct {
-	DSN      string // PostgreSQL
-	AMQP     string // RabbitMQ
-	Schema   string // cap tables and business tables
-	Prefix   string // exchange, group and topic prefix: the run's own names
-	Instance string // instance name, recorded with each handling
-	WorkerID int64  // snowflake worker id, distinct per process
-	Lease    time.Duration
-	Poll     time.Duration
+	DSN       string // PostgreSQL
+	Transport string // a name RegisterTransport knows: "rabbitmq" (default), ...
+	AMQP      string // RabbitMQ
+	Broker    string // the address of any other transport's broker
+	Schema    string // cap tables and business tables
+	Prefix    string // exchange, group and topic prefix: the run's own names
+	Instance  string // instance name, recorded with each handling
+	WorkerID  int64  // snowflake worker id, distinct per process
+	Lease     time.Duration
+	Poll      time.Duration
 }
 
 // Flags registers the configuration's flags on fs.
 func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DSN, "dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL connection string")
+	fs.StringVar(&c.Transport, "transport", "rabbitmq", "transport: a name RegisterTransport knows")
+	fs.StringVar(&c.Broker, "broker", "", "address of the broker of a transport other than rabbitmq")
 	fs.StringVar(&c.AMQP, "amqp", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
 	fs.StringVar(&c.Schema, "schema", "", "schema of the cap and business tables")
 	fs.StringVar(&c.Prefix, "prefix", "", "exchange, group and topic prefix")
@@ -95,7 +100,37 @@ func (c *Config) Check() error {
 	if c.Prefix == "" {
 		return fmt.Errorf("faulttest: -prefix is required")
 	}
+	if _, ok := transports[c.Transport]; !ok {
+		return fmt.Errorf("faulttest: unknown -transport %q", c.Transport)
+	}
 	return nil
+}
+
+// TransportOpener opens the transport of a program from its configuration:
+// c.Broker (or c.AMQP) locates the broker, c.Prefix is private to the
+// scenario (the bus's group and topic prefix; RabbitMQ's exchange), and
+// c.Instance names the program. The transport reconnects quickly (within
+// about a second) after the broker comes back.
+type TransportOpener func(c *Config, log *slog.Logger) (transport.Transport, error)
+
+// transports maps -transport names to their openers. Each transport other
+// than RabbitMQ adds itself from an init function in a file of its own
+// (transport_<name>.go), so the programs can run on it.
+var transports = map[string]TransportOpener{"rabbitmq": openRabbitMQ}
+
+// RegisterTransport makes -transport name available to the programs; it is
+// called from init functions only.
+func RegisterTransport(name string, open TransportOpener) { transports[name] = open }
+
+func openRabbitMQ(c *Config, log *slog.Logger) (transport.Transport, error) {
+	return rabbitmq.New(rabbitmq.Config{
+		URL:               c.AMQP,
+		ExchangeName:      c.Prefix,
+		ConnectionName:    c.Prefix + " " + c.Instance,
+		ReconnectDelay:    100 * time.Millisecond,
+		MaxReconnectDelay: time.Second,
+		Logger:            log,
+	})
 }
 
 // Table returns the qualified name of a business table of the schema.
@@ -129,7 +164,7 @@ func CreateTables(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 var Retry = retry.CAP{MaxRetries: 1000, Interval: 500 * time.Millisecond}
 
 // Connect opens the pool, the storage and the transport of a program.
-func (c *Config) Connect(ctx context.Context, log *slog.Logger) (*pgxpool.Pool, *postgres.Store[pgx.Tx], *rabbitmq.Transport, error) {
+func (c *Config) Connect(ctx context.Context, log *slog.Logger) (*pgxpool.Pool, *postgres.Store[pgx.Tx], transport.Transport, error) {
 	pcfg, err := pgxpool.ParseConfig(c.DSN)
 	if err != nil {
 		return nil, nil, nil, err
@@ -144,14 +179,12 @@ func (c *Config) Connect(ctx context.Context, log *slog.Logger) (*pgxpool.Pool, 
 		pool.Close()
 		return nil, nil, nil, err
 	}
-	tr, err := rabbitmq.New(rabbitmq.Config{
-		URL:               c.AMQP,
-		ExchangeName:      c.Prefix,
-		ConnectionName:    c.Prefix + " " + c.Instance,
-		ReconnectDelay:    100 * time.Millisecond,
-		MaxReconnectDelay: time.Second,
-		Logger:            log,
-	})
+	open, ok := transports[c.Transport]
+	if !ok {
+		pool.Close()
+		return nil, nil, nil, fmt.Errorf("faulttest: unknown -transport %q", c.Transport)
+	}
+	tr, err := open(c, log)
 	if err != nil {
 		pool.Close()
 		return nil, nil, nil, err
@@ -160,7 +193,7 @@ func (c *Config) Connect(ctx context.Context, log *slog.Logger) (*pgxpool.Pool, 
 }
 
 // NewBus returns the bus of a program.
-func (c *Config) NewBus(store *postgres.Store[pgx.Tx], tr *rabbitmq.Transport, log *slog.Logger) (*cap.Bus[pgx.Tx], error) {
+func (c *Config) NewBus(store *postgres.Store[pgx.Tx], tr transport.Transport, log *slog.Logger) (*cap.Bus[pgx.Tx], error) {
 	wid := c.WorkerID
 	return cap.New(store, tr, cap.Options{
 		GroupNamePrefix: c.Prefix,

@@ -27,6 +27,7 @@ const quietTimeout = 2 * time.Minute
 type world struct {
 	t      *testing.T
 	e      *env
+	broker brokerSide
 	name   string
 	schema string
 	prefix string
@@ -41,11 +42,12 @@ type world struct {
 	events map[string]int // faults injected, by kind
 }
 
-func (e *env) newWorld(t *testing.T, name string, instances int, rate float64, seed uint64) *world {
+func (e *env) newWorld(t *testing.T, name string, broker brokerSide, instances int, rate float64, seed uint64) *world {
 	t.Helper()
 	w := &world{
 		t:      t,
 		e:      e,
+		broker: broker,
 		name:   name,
 		schema: "faulttest_" + e.run + "_" + strings.ReplaceAll(name, "-", "_"),
 		prefix: "faulttest-" + e.run + "-" + name,
@@ -60,7 +62,7 @@ func (e *env) newWorld(t *testing.T, name string, instances int, rate float64, s
 		// Programs first: they must not see their tables vanish.
 		w.stopAll()
 		if e.keep {
-			t.Logf("kept schema %s, queues %v and exchange %s", w.schema, queues, w.prefix)
+			t.Logf("kept schema %s, groups %v and prefix %s", w.schema, queues, w.prefix)
 			return
 		}
 		if err := e.ensureUp(); err != nil {
@@ -71,13 +73,13 @@ func (e *env) newWorld(t *testing.T, name string, instances int, rate float64, s
 		if _, err := e.pool.Exec(ctx, `DROP SCHEMA IF EXISTS "`+w.schema+`" CASCADE`); err != nil {
 			t.Errorf("drop schema %s: %v", w.schema, err)
 		}
-		if err := e.deleteBrokerObjects(w.prefix, queues); err != nil {
-			t.Errorf("delete queues: %v", err)
+		if err := w.broker.cleanup(w.prefix, queues, w.prefix+"."+faulttest.Topic); err != nil {
+			t.Errorf("clean up the broker: %v", err)
 		}
 	})
 	for i := range instances {
-		common := []string{"-dsn", e.dsn, "-amqp", e.amqpURL, "-schema", w.schema, "-prefix", w.prefix,
-			"-instance", "i" + strconv.Itoa(i)}
+		common := append([]string{"-dsn", e.dsn, "-schema", w.schema, "-prefix", w.prefix,
+			"-instance", "i" + strconv.Itoa(i)}, broker.args()...)
 		c, err := newProc(fmt.Sprintf("consumer-%d", i), filepath.Join(e.bin, "consumer"),
 			filepath.Join(e.logDir, name+"-consumer-"+strconv.Itoa(i)+".log"),
 			append(common, "-worker-id", strconv.Itoa(200+i)))
@@ -158,14 +160,14 @@ func (w *world) killEvery(ctx context.Context, lo, hi time.Duration, kind string
 	}
 }
 
-func (w *world) restartRabbitMQ() {
-	w.event("rabbitmq-restart")
+func (w *world) restartBroker() {
+	w.event("broker-restart")
 	start := time.Now()
-	if err := w.e.restartRabbitMQ(w.between(1500*time.Millisecond, 3*time.Second)); err != nil {
-		w.t.Errorf("restart RabbitMQ: %v", err)
+	if err := w.broker.restart(w.between(1500*time.Millisecond, 3*time.Second)); err != nil {
+		w.t.Errorf("restart the broker: %v", err)
 		return
 	}
-	w.t.Logf("RabbitMQ restarted: %v without a broker", time.Since(start).Round(100*time.Millisecond))
+	w.t.Logf("broker restarted: %v without a broker", time.Since(start).Round(100*time.Millisecond))
 }
 
 func (w *world) restartPostgres() {
