@@ -35,7 +35,9 @@ func burnDown[TTx any](ctx context.Context, cfg *config, out *report, db *databa
 	baseElapsed := time.Since(start)
 	base := rate(int64(n), baseElapsed)
 	out.linef("baseline (raw sends, asynchronous confirms): %d in %s = %s msg/s", n, baseElapsed.Round(time.Millisecond), num(base))
-	out.linef("  %s", readCPU().since(cpu).format(baseElapsed))
+	baseCPU := readCPU().since(cpu)
+	out.linef("  %s", baseCPU.format(baseElapsed))
+	out.linef("  %s", baseCPU.perMessage(int64(n), "message"))
 	msgs = nil
 	if err := br.purge(ctx, sinkQueue, topic); err != nil {
 		return result{}, err
@@ -84,6 +86,7 @@ func burnDown[TTx any](ctx context.Context, cfg *config, out *report, db *databa
 	lib := rate(int64(n), libElapsed)
 	out.linef("library  (Start to the last confirm): %d in %s = %s msg/s", n, libElapsed.Round(time.Millisecond), num(lib))
 	out.linef("  %s", libCPU.format(time.Since(start)))
+	out.linef("  %s", libCPU.perMessage(int64(n), "message"))
 	var marked int64
 	ok := waitFor(ctx, time.Minute, func() bool {
 		marked, err = db.succeeded(ctx, storage.Published)

@@ -11,8 +11,9 @@ import (
 )
 
 // cpuUse is the processor time the processes of this machine spent, by
-// program: this one ("bench"), PostgreSQL ("postgres"), RabbitMQ
-// ("rabbitmq") and everything else ("other"). It tells what a phase cost
+// program: this one ("bench"), the databases ("postgres", "mariadb"), the
+// brokers ("rabbitmq", "kafka" for the bench's kfake, "nats", "redis") and
+// everything else ("other"). It tells what a phase cost
 // beyond its wall time, and who else was busy. It is read from /proc, so it
 // is empty elsewhere and misses processes that ended during the phase.
 type cpuUse map[string]time.Duration
@@ -59,6 +60,14 @@ func program(pid, self int, comm string) string {
 		return "postgres"
 	case comm == "beam.smp" || strings.HasPrefix(comm, "erl_") || comm == "epmd" || comm == "inet_gethost":
 		return "rabbitmq"
+	case comm == "mariadbd" || comm == "mysqld":
+		return "mariadb"
+	case comm == "kfake" || comm == "capbench-kfake":
+		return "kafka"
+	case comm == "nats-server":
+		return "nats"
+	case comm == "redis-server":
+		return "redis"
 	default:
 		return "other"
 	}
@@ -84,11 +93,48 @@ func (u cpuUse) format(wall time.Duration) string {
 	var b strings.Builder
 	var total time.Duration
 	b.WriteString("cpu (cores busy):")
-	for _, k := range []string{"bench", "postgres", "rabbitmq", "other"} {
+	for _, k := range u.programs() {
 		total += u[k]
 		fmt.Fprintf(&b, " %s %.2f", k, u[k].Seconds()/wall.Seconds())
 	}
 	fmt.Fprintf(&b, ", total %.2f of %d", total.Seconds()/wall.Seconds(), numCPU())
+	return b.String()
+}
+
+// programOrder is the order in which programs are reported.
+var programOrder = []string{"bench", "postgres", "mariadb", "rabbitmq", "kafka", "nats", "redis", "other"}
+
+// programs returns the programs to report: bench, postgres and other
+// always, the others when they spent anything.
+func (u cpuUse) programs() []string {
+	var ps []string
+	for _, k := range programOrder {
+		if u[k] > 0 || k == "bench" || k == "postgres" || k == "other" {
+			ps = append(ps, k)
+		}
+	}
+	return ps
+}
+
+// perMessage reports each program's processor time per message (or
+// transaction) for n of them, in microseconds: what a phase cost, which a
+// noisy machine changes less than a rate. "other" is left out of the total:
+// it is what the machine did besides.
+func (u cpuUse) perMessage(n int64, what string) string {
+	if len(u) == 0 || n <= 0 {
+		return "cpu per " + what + ": not available"
+	}
+	var b strings.Builder
+	var total time.Duration
+	fmt.Fprintf(&b, "cpu per %s (µs):", what)
+	for _, k := range u.programs() {
+		per := float64(u[k].Microseconds()) / float64(n)
+		fmt.Fprintf(&b, " %s %.0f", k, per)
+		if k != "other" {
+			total += u[k]
+		}
+	}
+	fmt.Fprintf(&b, ", total %.0f (without other)", float64(total.Microseconds())/float64(n))
 	return b.String()
 }
 

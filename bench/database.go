@@ -36,6 +36,9 @@ type database[TTx any] struct {
 
 	ids   atomic.Int64
 	stats *statStore[TTx] // with -stats: the bus's storage, counted
+
+	// pg is the PostgreSQL pool, for -profile-db; nil on other databases.
+	pg *pgxpool.Pool
 }
 
 // busStore is the storage the bus runs on.
@@ -151,6 +154,7 @@ func openPostgres(ctx context.Context, cfg *config) (*database[pgx.Tx], error) {
 		insertOrder: `INSERT INTO ` + q + `bench_orders (id, customer, total) VALUES ($1, $2, $3)`,
 		insertPlain: `INSERT INTO ` + q + `bench_plain (id, body) VALUES ($1, $2)`,
 		close:       closeAll,
+		pg:          pool,
 	}
 	// The schema first: Migrate creates it, the business tables go in it.
 	if err := db.setup(ctx, []string{

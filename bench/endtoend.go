@@ -60,6 +60,7 @@ func endToEnd[TTx any](ctx context.Context, cfg *config, out *report, db *databa
 	out.linef("backlog (committed, not yet handled) each second: %s", strings.Join(samples, " "))
 	out.linef("backlog at the end: %d", c1-h1)
 	out.linef("%s", used.format(elapsed))
+	out.linef("%s", used.perMessage(h1-h0, "handled message"))
 	took, ok := f.drain(ctx, drainLimit)
 	out.linef("drained in %s (done=%v)", took.Round(time.Millisecond), ok)
 	out.linef("latency commit to handler start: %s", f.track.hist.summary())
@@ -70,10 +71,12 @@ func endToEnd[TTx any](ctx context.Context, cfg *config, out *report, db *databa
 // raw broker's send-to-receive latency at the same rate.
 func latency[TTx any](ctx context.Context, cfg *config, out *report, db *database[TTx], br *broker) (result, error) {
 	rawFor := min(cfg.duration, 10*time.Second)
+	rawStart := readCPU()
 	raw, err := br.rawLatency(ctx, cfg.rate, rawFor, cfg.size)
 	if err != nil {
 		return result{}, fmt.Errorf("baseline: %w", err)
 	}
+	rawCPU, rawN := readCPU().since(rawStart), raw.count()
 	out.linef("baseline (raw send to receive, %s at %d msg/s): %s", rawFor, cfg.rate, raw.summary())
 
 	f, err := startFlow(ctx, cfg, db, br)
@@ -100,6 +103,10 @@ func latency[TTx any](ctx context.Context, cfg *config, out *report, db *databas
 	out.linef("writers=%d: committed %s msg/s, handled %s msg/s over %s; drained in %s (done=%v)", cfg.writers,
 		num(rate(c1-c0, elapsed)), num(rate(h1-h0, elapsed)), elapsed.Round(time.Millisecond), took.Round(time.Millisecond), ok)
 	out.linef("%s", used.format(elapsed))
+	out.linef("%s", used.perMessage(h1-h0, "handled message"))
+	if rawCPU != nil {
+		out.linef("baseline %s", rawCPU.perMessage(rawN, "message"))
+	}
 	h := &f.track.hist
 	out.linef("library  (commit to handler start): %s", h.summary())
 	out.linef("(the RESULT line compares p99 latencies)")

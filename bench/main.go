@@ -46,6 +46,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/go-cap/cap/storage"
 )
 
 // Storages and transports the flags accept (files of their own add theirs
@@ -87,6 +89,7 @@ type config struct {
 	mode      string // publish-overhead: intx, commit or stopped
 	rounds    int    // publish-overhead: alternating rounds of both phases
 	stats     bool
+	profileDB bool
 	handle    time.Duration // time each handler spends, simulated work
 
 	// Bus tuning; zero keeps the library's defaults.
@@ -194,6 +197,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.mode, "mode", "intx", "publish-overhead: intx (bus running, InTx hands the rows over), commit (bus running, plain commit: NOTIFY and claim) or stopped (bus not started: the transaction alone)")
 	fs.IntVar(&cfg.rounds, "rounds", 4, "publish-overhead: rounds of both phases, alternating which goes first; -duration and -n are split between them")
 	fs.BoolVar(&cfg.stats, "stats", false, "count the bus's storage calls and print them")
+	fs.BoolVar(&cfg.profileDB, "profile-db", false, "PostgreSQL: print the statements that took the most time per message, from pg_stat_statements (it must be in shared_preload_libraries)")
 	fs.DurationVar(&cfg.handle, "handle", 0, "time each handler spends (simulated work)")
 	fs.IntVar(&cfg.batch, "batch", 0, "Options.BatchSize (0: library default)")
 	fs.IntVar(&cfg.senders, "senders", 0, "Options.Senders (0: library default)")
@@ -364,6 +368,16 @@ func runScenario[TTx any](ctx context.Context, cfg *config, out *report, db *dat
 		br.stats = &statTransport{}
 		defer func() {
 			out.linef("storage and transport calls of the bus:\n%s\n%s", db.stats.summary(), br.stats.summary())
+		}()
+	}
+	if cfg.profileDB {
+		report, err := startProfileDB(ctx, db.pg)
+		if err != nil {
+			return result{}, err
+		}
+		defer func() {
+			n, _ := db.succeeded(context.WithoutCancel(ctx), storage.Published)
+			report(context.WithoutCancel(ctx), out, n)
 		}()
 	}
 	switch cfg.scenario {

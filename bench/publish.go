@@ -136,8 +136,10 @@ func publishOverhead[TTx any](ctx context.Context, cfg *config, out *report, db 
 	baseRate, libRate := rate(base.n, base.elapsed), rate(lib.n, lib.elapsed)
 	out.linef("%s: %d tx in %s = %s tx/s", baseName, base.n, base.elapsed.Round(time.Millisecond), num(baseRate))
 	out.linef("  %s", base.cpu.format(base.elapsed))
+	out.linef("  %s", base.cpu.perMessage(base.n, "transaction"))
 	out.linef("%s: %d tx in %s = %s tx/s", libName, lib.n, lib.elapsed.Round(time.Millisecond), num(libRate))
 	out.linef("  %s", lib.cpu.format(lib.elapsed))
+	out.linef("  %s", lib.cpu.perMessage(lib.n, "transaction"))
 	if running {
 		out.linef("sent to the broker: %d of %d published; waiting for the last sends added %s to the library's time",
 			sent.sent.Load()-before, seq.Load()-publishedBefore, drained.Round(time.Millisecond))

@@ -69,6 +69,7 @@ func soak[TTx any](ctx context.Context, cfg *config, out *report, db *database[T
 	}
 	out.linef("rate=%d msg/s writers=%d duration=%s sample=%s", cfg.rate, cfg.writers, cfg.duration, cfg.sample)
 	take()
+	cpu, h0 := readCPU(), f.handled.Load()
 	tick := time.NewTicker(cfg.sample)
 	defer tick.Stop()
 	var loadErr error
@@ -86,6 +87,7 @@ wait:
 	}
 	took, ok := f.drain(ctx, drainLimit)
 	out.linef("drained in %s (done=%v)", took.Round(time.Millisecond), ok)
+	out.linef("%s", readCPU().since(cpu).perMessage(f.handled.Load()-h0, "handled message"))
 	take()
 	if len(samples) < 3 {
 		return result{}, fmt.Errorf("-duration %s holds fewer than two -sample periods of %s", cfg.duration, cfg.sample)
