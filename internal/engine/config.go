@@ -48,6 +48,9 @@ type Config[TTx any] struct {
 	Senders      int
 	Workers      int
 	Consumers    int // consumer clients per group
+	// ReceiveLinger bounds the wait of a delivery for others to be stored
+	// with under a steady flow; zero means defaultReceiveLinger.
+	ReceiveLinger time.Duration
 
 	SendRetry     retry.Policy
 	HandlerRetry  retry.Policy
