@@ -20,7 +20,6 @@ import (
 // one plugs in through a file of its own (broker_<name>.go) that calls
 // registerTransport from an init function.
 type broker struct {
-	kind   string
 	prefix string // private to this run: group prefix, topic prefix, exchange
 	tr     transport.Transport
 	raw    rawBroker // nil for the in-memory broker: the baselines use tr
@@ -50,7 +49,8 @@ type rawBroker interface {
 	// errPurgeByReceiving makes the harness drain it through the transport.
 	purge(ctx context.Context, group, topic string) error
 	// close removes what the run declared on the broker: groups holds every
-	// group bound (the bus's names), prefix the run's prefix.
+	// group bound (the bus's names); the rest the broker side knows by the
+	// prefix it was opened with.
 	close(groups []string)
 }
 
@@ -91,7 +91,7 @@ func openBroker(ctx context.Context, cfg *config) (*broker, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown transport %q", cfg.transport)
 	}
-	b := &broker{kind: cfg.transport, prefix: newName("capbench.")}
+	b := &broker{prefix: newName("capbench.")}
 	tr, raw, err := open(ctx, cfg, b.prefix)
 	if err != nil {
 		return nil, err

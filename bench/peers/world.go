@@ -31,8 +31,9 @@ type world struct {
 	body      []byte // the payload, JSON
 	plainBody string // the baseline's row, as long as the outbox's Content
 
-	mu       sync.Mutex
-	cleanups []func()
+	mu        sync.Mutex
+	queues    []string // AMQP names of the run, deleted by close
+	exchanges []string
 }
 
 type payload struct {
@@ -74,17 +75,7 @@ func openWorld(ctx context.Context, cfg *config) (*world, error) {
 	return w, nil
 }
 
-// onClose registers clean-up to run at the end, last first.
-func (w *world) onClose(f func()) {
-	w.mu.Lock()
-	w.cleanups = append(w.cleanups, f)
-	w.mu.Unlock()
-}
-
 func (w *world) close() {
-	for i := len(w.cleanups) - 1; i >= 0; i-- {
-		w.cleanups[i]()
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := w.pool.Exec(ctx, `DROP SCHEMA IF EXISTS "`+w.schema+`" CASCADE`); err != nil {
@@ -114,22 +105,12 @@ func (w *world) baselineTx(ctx context.Context) error {
 	})
 }
 
-// amqp names of the run, deleted by close.
-var (
-	amqpMu        sync.Mutex
-	amqpQueues    []string
-	amqpExchanges []string
-)
-
+// declared remembers an exchange and a queue to delete at the end.
 func (w *world) declared(exchange, queue string) {
-	amqpMu.Lock()
-	defer amqpMu.Unlock()
-	if exchange != "" {
-		amqpExchanges = append(amqpExchanges, exchange)
-	}
-	if queue != "" {
-		amqpQueues = append(amqpQueues, queue)
-	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.exchanges = append(w.exchanges, exchange)
+	w.queues = append(w.queues, queue)
 }
 
 func (w *world) deleteAMQP() {
@@ -143,16 +124,16 @@ func (w *world) deleteAMQP() {
 	if err != nil {
 		return
 	}
-	amqpMu.Lock()
-	defer amqpMu.Unlock()
-	for _, q := range amqpQueues {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, q := range w.queues {
 		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
 			if ch, err = conn.Channel(); err != nil {
 				return
 			}
 		}
 	}
-	for _, x := range amqpExchanges {
+	for _, x := range w.exchanges {
 		if err := ch.ExchangeDelete(x, false, false); err != nil {
 			if ch, err = conn.Channel(); err != nil {
 				return

@@ -216,9 +216,10 @@ func (c *Consumers[TTx]) unhandled(group string, d transport.Delivery, msg *mess
 // storeLoop stores what the receiver prepared: it takes every arrival
 // waiting when it wakes, up to BatchSize, so a lone delivery is stored at
 // once and a burst in one transaction. Under a steady flow (the previous
-// batch held more than one delivery) it also waits up to receiveLinger for
-// more (Config.ReceiveLinger), so that the batches, and not the commits,
-// grow with the arrival rate. It returns when in is closed.
+// batch held more than one delivery) it also waits up to
+// Config.ReceiveLinger for more, so that the batches, and not the commits,
+// grow with the arrival rate; the first delivery after a flow ends is the
+// only lone one that waits. It returns when in is closed.
 func (c *Consumers[TTx]) storeLoop(ctx context.Context, group string, in <-chan *arrival[TTx]) {
 	batch := make([]*arrival[TTx], 0, c.cfg.BatchSize)
 	linger := time.NewTimer(time.Hour)

@@ -16,11 +16,11 @@ import (
 const defaultAMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
 func init() {
-	brokerOpeners["rabbitmq"] = func(t *testing.T, _ *env) brokerSide {
+	brokerOpeners["rabbitmq"] = func(t *testing.T, _ *env) (brokerSide, error) {
 		r := &rabbitSide{url: getenv("CAP_TEST_RABBITMQ", defaultAMQP)}
 		conn, err := amqp.Dial(r.url)
 		if err != nil {
-			unavailable(t, "RabbitMQ at CAP_TEST_RABBITMQ=%q is unreachable: %v", r.url, err)
+			return nil, fmt.Errorf("RabbitMQ at CAP_TEST_RABBITMQ=%q is unreachable: %w", r.url, err)
 		}
 		_ = conn.Close()
 		if r.canRestart() == "" {
@@ -29,7 +29,7 @@ func init() {
 				t.Logf("bringing RabbitMQ up: %v", err)
 			}
 		}
-		return r
+		return r, nil
 	}
 }
 
@@ -53,22 +53,9 @@ func (r *rabbitSide) canRestart() string {
 
 // restart stops the broker's application for down, then starts it and
 // waits until it accepts connections.
-func (r *rabbitSide) restart(down time.Duration) (err error) {
-	if err := command("rabbitmqctl", "stop_app"); err != nil {
-		return err
-	}
-	defer func() {
-		serr := command("rabbitmqctl", "start_app")
-		werr := r.wait(reachTimeout)
-		if err == nil {
-			err = werr
-		}
-		if err != nil && serr != nil {
-			err = fmt.Errorf("%w (start_app: %v)", err, serr)
-		}
-	}()
-	time.Sleep(down)
-	return nil
+func (r *rabbitSide) restart(down time.Duration) error {
+	return restartService(down, func() error { return command("rabbitmqctl", "stop_app") },
+		func() error { return command("rabbitmqctl", "start_app") }, r.wait)
 }
 
 func (r *rabbitSide) wait(d time.Duration) error {

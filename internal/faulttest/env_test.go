@@ -31,6 +31,7 @@ const (
 // env is what every scenario shares: the servers, the built programs and
 // the run's names.
 type env struct {
+	t      *testing.T // TestFaults itself: what lives as long as the run
 	dsn    string
 	pool   *pgxpool.Pool
 	bin    string // directory holding producer and consumer
@@ -68,10 +69,11 @@ type brokerSide interface {
 	cleanup(prefix string, groups []string, topic string) error
 }
 
-// brokerOpeners open the broker side of a transport, once per run; an
-// unreachable broker is reported with unavailable. A side that must stop
-// something at the end registers it with t.Cleanup.
-var brokerOpeners = map[string]func(t *testing.T, e *env) brokerSide{}
+// brokerOpeners open the broker side of a transport, once per run, and
+// return an error when the broker cannot be reached (the scenario then
+// skips, or fails under CI). t is TestFaults itself: a side that must stop
+// something at the end of the run registers it with t.Cleanup.
+var brokerOpeners = map[string]func(t *testing.T, e *env) (brokerSide, error){}
 
 // extraScenarios are the scenarios of the transports other than RabbitMQ,
 // added from their files' init functions. Their names start with the
@@ -89,7 +91,10 @@ func (e *env) broker(t *testing.T, name string) brokerSide {
 	if !ok {
 		t.Fatalf("no broker side for transport %q", name)
 	}
-	b := open(t, e)
+	b, err := open(e.t, e)
+	if err != nil {
+		unavailable(t, "%v", err)
+	}
 	e.brokers[name] = b
 	return b
 }
@@ -116,6 +121,7 @@ func getenv(key, def string) string {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{
+		t:       t,
 		dsn:     getenv("CAP_TEST_POSTGRES", defaultDSN),
 		keep:    os.Getenv("CAP_FAULT_KEEP") != "",
 		brokers: map[string]brokerSide{},
@@ -214,13 +220,20 @@ func (e *env) pgctl(action string) error {
 // restartPostgres stops the cluster (fast mode: sessions are cut, open
 // transactions roll back) for down, then starts it and waits until it
 // accepts queries. The cluster is started again whatever happens.
-func (e *env) restartPostgres(down time.Duration) (err error) {
-	if err := e.pgctl("stop"); err != nil {
+func (e *env) restartPostgres(down time.Duration) error {
+	return restartService(down, func() error { return e.pgctl("stop") }, func() error { return e.pgctl("start") },
+		e.waitPostgres)
+}
+
+// restartService stops a service for down, then starts it and waits until
+// it is reachable; once stopped, it is started again whatever happens.
+func restartService(down time.Duration, stop, start func() error, wait func(time.Duration) error) (err error) {
+	if err := stop(); err != nil {
 		return err
 	}
 	defer func() {
-		serr := e.pgctl("start")
-		werr := e.waitPostgres(reachTimeout)
+		serr := start()
+		werr := wait(reachTimeout)
 		if err == nil {
 			err = werr
 		}
