@@ -503,48 +503,55 @@ func TestTransactionalHandler(t *testing.T) {
 	require.Equal(t, 10, sum)
 }
 
-// A handler interrupted by Shutdown is not marked Succeeded; a new bus on
-// the same database handles it.
+// A handler interrupted by Shutdown is not marked Succeeded, and a new bus
+// on the same database and broker handles the message: with StoreFirst
+// from its row (Scheduled, due at once), without it from the broker, to
+// which the delivery of a plain handler's message whose row was not
+// written yet goes back.
 func TestShutdownInterruptsWithoutSuccess(t *testing.T) {
 	t.Parallel()
-	b := setup(t, cap.Options{})
-	started := make(chan struct{})
-	require.NoError(t, cap.Subscribe(b.bus, "slow", "g", func(ctx context.Context, m cap.Msg[string]) error {
-		close(started)
-		<-ctx.Done()
-		return ctx.Err()
-	}))
-	require.NoError(t, b.bus.Start(context.Background()))
-	require.NoError(t, b.bus.Publish(context.Background(), "slow", "x"))
-	recv(t, started)
-	sctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	err := b.bus.Shutdown(sctx)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	rs := received(t, b.store, "g.v1")
-	require.Len(t, rs, 1)
-	require.NotEqual(t, storage.StatusSucceeded, rs[0].Status)
-	require.Equal(t, 0, rs[0].Retries, "an interruption is not a failure")
-	require.NoError(t, b.bus.Shutdown(context.Background()), "second Shutdown is harmless")
+	for _, storeFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("StoreFirst=%v", storeFirst), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, cap.Options{StoreFirst: storeFirst})
+			started := make(chan struct{})
+			require.NoError(t, cap.Subscribe(b.bus, "slow", "g", func(ctx context.Context, m cap.Msg[string]) error {
+				close(started)
+				<-ctx.Done()
+				return ctx.Err()
+			}))
+			require.NoError(t, b.bus.Start(context.Background()))
+			require.NoError(t, b.bus.Publish(context.Background(), "slow", "x"))
+			recv(t, started)
+			sctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			err := b.bus.Shutdown(sctx)
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			rs := received(t, b.store, "g.v1")
+			if storeFirst {
+				require.Len(t, rs, 1)
+				require.NotEqual(t, storage.StatusSucceeded, rs[0].Status)
+				require.Equal(t, 0, rs[0].Retries, "an interruption is not a failure")
+			} else {
+				require.Empty(t, rs, "no row: the delivery went back to the broker")
+			}
+			require.NoError(t, b.bus.Shutdown(context.Background()), "second Shutdown is harmless")
 
-	// The next instance (same database and broker) picks it up.
-	wid := int64(2)
-	opts := b.opts
-	opts.WorkerID = &wid
-	next, err := cap.New(b.store, b.tr, opts)
-	require.NoError(t, err)
-	done := make(chan struct{})
-	require.NoError(t, cap.Subscribe(next, "slow", "g", func(ctx context.Context, m cap.Msg[string]) error {
-		close(done)
-		return nil
-	}))
-	require.NoError(t, next.Start(context.Background()))
-	defer next.Shutdown(context.Background())
-	recv(t, done)
-	eventually(t, 5*time.Second, func() bool {
-		rs := received(t, b.store, "g.v1")
-		return len(rs) == 1 && rs[0].Status == storage.StatusSucceeded
-	}, "Succeeded by the next instance")
+			// The next instance (same database and broker) handles it.
+			wid := int64(7)
+			next, err := cap.New[*sql.Tx](b.store, b.tr, cap.Options{Logger: quietLogger(), WorkerID: &wid,
+				StoreFirst: storeFirst, PollInterval: 20 * time.Millisecond})
+			require.NoError(t, err)
+			done := make(chan struct{})
+			require.NoError(t, cap.Subscribe(next, "slow", "g", func(ctx context.Context, m cap.Msg[string]) error {
+				close(done)
+				return nil
+			}))
+			require.NoError(t, next.Start(context.Background()))
+			t.Cleanup(func() { _ = next.Shutdown(context.Background()) })
+			recv(t, done)
+		})
+	}
 }
 
 func TestSubscribeErrors(t *testing.T) {

@@ -17,11 +17,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-cap/cap/cleanup"
 	"github.com/go-cap/cap/internal/engine"
+	"github.com/go-cap/cap/internal/telemetry"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
 	"github.com/go-cap/cap/transport"
@@ -57,6 +59,10 @@ type Bus[TTx any] struct {
 	exec      *engine.Executor[TTx]
 	consumers *engine.Consumers[TTx]
 
+	collector *cleanup.Collector // nil when disabled
+	tel       *telemetry.Telemetry
+	gauges    func() error // unregisters the outbox gauges
+
 	mu      sync.Mutex
 	state   int // 0 new, 1 running, 2 stopped
 	cancel  context.CancelFunc
@@ -86,14 +92,19 @@ func New[TTx any](store storage.Storage[TTx], tr transport.Transport, opts Optio
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
-	b := &Bus[TTx]{store: store, tr: tr, opts: o, ids: ids}
+	tel, err := telemetry.New(telemetry.Config{TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider,
+		Propagator: o.Propagator, System: messagingSystem(tr), ClientID: o.InstanceID})
+	if err != nil {
+		return nil, fmt.Errorf("%w: metrics: %w", ErrInvalidOptions, err)
+	}
+	b := &Bus[TTx]{store: store, tr: tr, opts: o, ids: ids, tel: tel}
 	b.cfg = &engine.Config[TTx]{
 		Store: store, Transport: tr, Version: o.Version, Logger: o.Logger,
 		PollInterval: o.PollInterval, Lease: o.Lease, BatchSize: o.BatchSize, Senders: o.Senders,
-		Workers: o.Workers, Consumers: o.ConsumerThreadCount,
+		Workers: o.Workers, Consumers: o.ConsumerThreadCount, StoreFirst: o.StoreFirst,
 		SendRetry: o.RetryPolicy, HandlerRetry: o.RetryPolicy,
 		SucceedExpiry: o.SucceedMessageExpiredAfter, FailedExpiry: o.FailedMessageExpiredAfter,
-		InstanceID: o.InstanceID, HeadersBuilder: o.CustomHeaders, NewID: ids.Next,
+		InstanceID: o.InstanceID, HeadersBuilder: o.CustomHeaders, NewID: ids.Next, Tel: tel,
 	}
 	if cb := o.FailedThresholdCallback; cb != nil {
 		b.cfg.OnFailed = func(ctx context.Context, fi engine.FailedInfo) {
@@ -160,11 +171,26 @@ func (b *Bus[TTx]) Start(ctx context.Context) error {
 	}
 	if b.opts.CollectorCleaningInterval > 0 {
 		col := &cleanup.Collector{Store: b.store, Interval: b.opts.CollectorCleaningInterval, Logger: b.opts.Logger}
+		if l, ok := b.store.(storage.Leaser); ok {
+			// One instance of those on this database collects at a time.
+			col.Lease = &cleanup.Lease{Leaser: l, Owner: fmt.Sprintf("%s/%d", b.opts.InstanceID, b.ids.Next()),
+				TTL: b.opts.Lease}
+		}
+		b.collector = col
 		b.bg.Add(1)
 		go func() {
 			defer b.bg.Done()
 			col.Run(runCtx)
 		}()
+	}
+	if br, ok := b.store.(storage.BacklogReader); ok {
+		unreg, err := b.tel.RegisterBacklog(func(ctx context.Context, t storage.Table) ([]storage.Backlog, error) {
+			return br.Backlog(ctx, t, b.opts.Version)
+		})
+		if err != nil {
+			b.opts.Logger.WarnContext(ctx, "cap: the outbox gauges could not be registered", "error", err)
+		}
+		b.gauges = unreg
 	}
 	b.cancel = func() {
 		stopOnCtx()
@@ -193,13 +219,26 @@ func (b *Bus[TTx]) Shutdown(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, b.opts.ShutdownTimeout)
 		defer cancel()
 	}
-	b.consumers.Stop()
+	// Receiving stops first; the broker consumers stay open until the
+	// executor is done, so that the deliveries it holds (plain handlers'
+	// messages whose rows are written with their outcome) are acked.
+	b.consumers.Pause()
 	err := b.exec.Stop(ctx)
+	b.consumers.Close()
 	if derr := b.disp.Stop(ctx); err == nil {
 		err = derr
 	}
 	b.cancel()
 	b.bg.Wait()
+	if b.gauges != nil {
+		_ = b.gauges()
+	}
+	if b.collector != nil {
+		// Another instance collects from its next try on.
+		if rerr := b.collector.Release(ctx); rerr != nil {
+			b.opts.Logger.WarnContext(ctx, "cap: releasing the collector's lease failed", "error", rerr)
+		}
+	}
 	if err != nil {
 		// Give interrupted handlers a moment to release their rows.
 		waited := make(chan struct{})
@@ -214,4 +253,27 @@ func (b *Bus[TTx]) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("cap: shutdown: %w", err)
 	}
 	return nil
+}
+
+// messagingSystem is messaging.system for the transport's broker, named as
+// OpenTelemetry's conventions name it where they do.
+func messagingSystem(tr transport.Transport) string {
+	n, ok := tr.(transport.Namer)
+	if !ok {
+		return ""
+	}
+	switch name := n.Name(); name {
+	case "RabbitMQ":
+		return "rabbitmq"
+	case "Kafka":
+		return "kafka"
+	case "NATS JetStream":
+		return "nats"
+	case "RedisStreams":
+		return "redis"
+	case "InMemory":
+		return "memory"
+	default:
+		return strings.ToLower(strings.ReplaceAll(name, " ", "_"))
+	}
 }

@@ -10,6 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/transport"
@@ -108,8 +112,27 @@ type Options struct {
 	// Workers is the number of handlers that run at once, across groups.
 	// Defaults to GOMAXPROCS × 4.
 	Workers int
+	// StoreFirst stores every delivery in the Received table before its
+	// handler runs. Without it, on a storage that implements
+	// storage.ReceivedChecker (PostgreSQL, SQLite, in-memory), a plain
+	// handler (Subscribe, not SubscribeTx) runs as soon as the consumer has
+	// checked that the message is not stored already, and the message's
+	// row is then written once, with the outcome, before the delivery is
+	// acked: one write per message less and the handler sooner. The
+	// difference: a copy of a message that arrives while the first copy's
+	// handler runs on another instance is handled twice (at least once,
+	// as always for plain handlers); with StoreFirst the second copy is
+	// dropped unhandled. A handler still running after a sixth of Lease
+	// (at most 5 s) has its row stored and its delivery acked then, so a
+	// broker's redelivery timeout never fires. SubscribeTx handlers always
+	// store first: their effect stays once per message.
+	StoreFirst bool
 	// CollectorCleaningInterval is how often expired rows are deleted.
-	// Defaults to 5 minutes; negative disables the collector.
+	// Defaults to 5 minutes; negative disables the collector. On a storage
+	// that implements storage.Leaser (PostgreSQL, MySQL, SQLite, in-memory) one
+	// instance of those sharing the database collects at a time, under a
+	// lease of Lease renewed every third of it: Shutdown hands it over at
+	// once, and the lease of an instance that died runs out.
 	CollectorCleaningInterval time.Duration
 	// ShutdownTimeout bounds Shutdown when its context has no deadline.
 	// Defaults to 10 s.
@@ -129,6 +152,25 @@ type Options struct {
 	WorkerID *int64
 	// Logger receives the bus's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// TracerProvider records the spans of each message: create (in the
+	// publisher's transaction), send, receive and process, after
+	// OpenTelemetry's messaging conventions. Defaults to the global one
+	// (otel.GetTracerProvider, looked up at each message, so an SDK
+	// installed after New is used); with no SDK installed no span is
+	// started and nothing is allocated.
+	TracerProvider trace.TracerProvider
+	// MeterProvider records the bus's metrics (see the README's
+	// Observability section). Defaults to the global one.
+	MeterProvider metric.MeterProvider
+	// Propagator writes the trace context into the headers of a published
+	// message (traceparent, tracestate, baggage, as CAP's OpenTelemetry
+	// package does) and reads it from received ones. Defaults to the
+	// global one (otel.GetTextMapPropagator), which propagates nothing
+	// until the application sets one, for example
+	// propagation.NewCompositeTextMapPropagator(propagation.TraceContext{},
+	// propagation.Baggage{}).
+	Propagator propagation.TextMapPropagator
 }
 
 // withDefaults returns o with its zero values replaced and checks it.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-cap/cap/internal/telemetry"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
 )
@@ -88,13 +89,16 @@ func (b *Bus[TTx]) PublishAt(ctx context.Context, t time.Time, topic string, pay
 // sends them at once.
 func (b *Bus[TTx]) PublishBatch(ctx context.Context, msgs ...Outgoing) error {
 	handover := b.disp.Running()
-	recs, ms, err := b.build(msgs, handover)
+	recs, ms, spans, err := b.build(ctx, msgs, handover)
 	if err != nil {
 		return err
 	}
 	if err := b.store.InsertPublished(ctx, recs); err != nil {
-		return fmt.Errorf("cap: publish: %w", err)
+		err = fmt.Errorf("cap: publish: %w", err)
+		endSpans(spans, err)
+		return err
 	}
+	b.published(ctx, recs, spans)
 	b.afterCommit(ctx, recs, ms, handover)
 	return nil
 }
@@ -110,13 +114,16 @@ func (b *Bus[TTx]) PublishTx(ctx context.Context, tx TTx, topic string, payload 
 func (b *Bus[TTx]) PublishBatchTx(ctx context.Context, tx TTx, msgs ...Outgoing) error {
 	col, _ := ctx.Value(txKey{}).(*txCollector[TTx])
 	inTx := col != nil && col.owns(tx) && b.disp.Running()
-	recs, ms, err := b.build(msgs, inTx)
+	recs, ms, spans, err := b.build(ctx, msgs, inTx)
 	if err != nil {
 		return err
 	}
 	if err := b.store.InsertPublishedTx(ctx, tx, recs); err != nil {
-		return fmt.Errorf("cap: publish: %w", err)
+		err = fmt.Errorf("cap: publish: %w", err)
+		endSpans(spans, err)
+		return err
 	}
+	b.published(ctx, recs, spans)
 	if inTx {
 		col.add(recs, ms)
 	}
@@ -199,26 +206,54 @@ func (b *Bus[TTx]) afterCommit(ctx context.Context, recs []*storage.Record, msgs
 }
 
 // build makes the rows and messages of a publish. leased rows are stored
-// leased to this instance, for a hand-over after the commit.
-func (b *Bus[TTx]) build(msgs []Outgoing, leased bool) ([]*storage.Record, []*message.Message, error) {
+// leased to this instance, for a hand-over after the commit. When tracing
+// is on, it starts each message's create span, which writes the trace
+// context into the message's headers before they are stored.
+func (b *Bus[TTx]) build(ctx context.Context, msgs []Outgoing, leased bool) ([]*storage.Record, []*message.Message, []telemetry.Span, error) {
 	recs := make([]*storage.Record, 0, len(msgs))
 	ms := make([]*message.Message, 0, len(msgs))
+	var spans []telemetry.Span
+	var trace func(name string, h message.Headers, size int)
+	if b.tel.Tracing() {
+		spans = make([]telemetry.Span, 0, len(msgs))
+		trace = func(name string, h message.Headers, size int) {
+			spans = append(spans, b.tel.StartCreate(ctx, name, h, size))
+		}
+	}
 	for _, o := range msgs {
 		var c publishConfig
 		for _, opt := range o.Options {
 			opt(&c)
 		}
-		rec, m, err := b.newMessage(o.Topic, o.Payload, &c, leased)
+		rec, m, err := b.newMessage(o.Topic, o.Payload, &c, leased, trace)
 		if err != nil {
-			return nil, nil, err
+			endSpans(spans, err)
+			return nil, nil, nil, err
 		}
 		recs = append(recs, rec)
 		ms = append(ms, m)
 	}
-	return recs, ms, nil
+	return recs, ms, spans, nil
 }
 
-func (b *Bus[TTx]) newMessage(topic string, payload any, c *publishConfig, leased bool) (*storage.Record, *message.Message, error) {
+// published ends the create spans of stored rows and counts them.
+func (b *Bus[TTx]) published(ctx context.Context, recs []*storage.Record, spans []telemetry.Span) {
+	endSpans(spans, nil)
+	for _, r := range recs {
+		b.tel.Published(ctx, r.Name, 1)
+	}
+}
+
+func endSpans(spans []telemetry.Span, err error) {
+	for _, s := range spans {
+		s.End(err)
+	}
+}
+
+// newMessage builds one message and its row; trace, when tracing, is
+// called with its complete headers before they are encoded.
+func (b *Bus[TTx]) newMessage(topic string, payload any, c *publishConfig, leased bool,
+	trace func(name string, h message.Headers, size int)) (*storage.Record, *message.Message, error) {
 	if topic == "" {
 		return nil, nil, fmt.Errorf("%w: empty topic", ErrInvalidTopic)
 	}
@@ -276,6 +311,9 @@ func (b *Bus[TTx]) newMessage(topic string, payload any, c *publishConfig, lease
 		if leased {
 			dueIn = b.opts.Lease
 		}
+	}
+	if trace != nil {
+		trace(name, h, len(body))
 	}
 	m := &message.Message{Headers: h, Body: body}
 	content, err := message.EncodeContent(m)

@@ -141,7 +141,7 @@ func (b *Bus[TTx]) reply(parent *message.Message, payload any) (*engine.Reply, e
 	}
 	// As in CAP, the reply goes through the publish path, TopicNamePrefix
 	// included.
-	rec, m, err := b.newMessage(cb, payload, &c, true)
+	rec, m, err := b.newMessage(cb, payload, &c, true, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -215,3 +215,70 @@ type Notifier interface {
 type Namer interface {
 	Name() string
 }
+
+// Leaser is implemented by storages that can elect one instance of those
+// sharing a database for a periodic job (the expiry collector): a named
+// lease held by one owner at a time, until it releases it or the lease
+// runs out. The PostgreSQL, MySQL and SQLite storages keep leases in CAP's Lock
+// table. Without a Leaser every instance runs the job.
+type Leaser interface {
+	// AcquireLease takes the named lease for owner, or renews it when
+	// owner holds it already, for ttl from the database's now. It reports
+	// false when another owner holds a lease that has not run out.
+	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+	// ReleaseLease gives the lease up if owner holds it, so another
+	// instance takes it at once; releasing a lease not held is not an
+	// error.
+	ReleaseLease(ctx context.Context, name, owner string) error
+}
+
+// Backlog is what the outbox gauges report for one table and group.
+type Backlog struct {
+	Group string // Received only; empty for the Published table
+	// Due is the number of rows due and not yet done: Scheduled or Failed
+	// rows to retry whose NextAttemptAt has passed.
+	Due int64
+	// OldestDue is the NextAttemptAt of the oldest of them; zero when Due
+	// is zero.
+	OldestDue time.Time
+	// Failed is the number of rows Failed for good (no NextAttemptAt).
+	Failed int64
+	// Now is the database's clock when it was read, to measure OldestDue
+	// against.
+	Now time.Time
+}
+
+// BacklogReader is implemented by storages that read the outbox gauges
+// with indexed queries, cheaply enough to be read at every metrics
+// collection.
+type BacklogReader interface {
+	// Backlog returns one Backlog per group for the Received table, and one
+	// with an empty Group for the Published table, of rows of version.
+	Backlog(ctx context.Context, t Table, version string) ([]Backlog, error)
+}
+
+// Pinger is implemented by storages that check their database is reachable
+// cheaply; the bus's health check uses it (else it begins and rolls back a
+// transaction).
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// ReceivedKey is what identifies a delivery in the Received table: the
+// message's cap-msg-id and the group it was received for.
+type ReceivedKey struct {
+	MessageID string
+	Group     string
+}
+
+// ReceivedChecker is implemented by storages that tell, in one indexed
+// read, which deliveries have a Received row already. With it the consumer
+// runs a plain handler (one without a transaction) before the delivery's
+// row is written, and writes the row once, already with the handler's
+// outcome, instead of a row to run followed by an update of its status.
+// Without it every delivery's row is stored first.
+type ReceivedChecker interface {
+	// ReceivedExists reports for each key whether a Received row with its
+	// (MessageID, Group) exists.
+	ReceivedExists(ctx context.Context, keys []ReceivedKey) ([]bool, error)
+}

@@ -106,3 +106,11 @@ func SendEach(ctx context.Context, msgs []*message.Message, send func(context.Co
 	}
 	return errs
 }
+
+// Checker is implemented by transports that can tell whether they are
+// connected to the broker now, for the bus's health check (Bus.Health).
+type Checker interface {
+	// Check returns nil when the broker is reachable, else why not (an
+	// error wrapping ErrUnavailable, or ErrClosed).
+	Check(ctx context.Context) error
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/go-cap/cap/internal/telemetry"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/storage"
@@ -51,6 +52,10 @@ type Config[TTx any] struct {
 	// ReceiveLinger bounds the wait of a delivery for others to be stored
 	// with under a steady flow; zero means defaultReceiveLinger.
 	ReceiveLinger time.Duration
+	// StoreFirst stores every delivery's row before its handler runs, even
+	// where the storage would let a plain handler's row be written once
+	// with its outcome (see direct.go).
+	StoreFirst bool
 
 	SendRetry     retry.Policy
 	HandlerRetry  retry.Policy
@@ -61,6 +66,8 @@ type Config[TTx any] struct {
 	HeadersBuilder transport.HeadersBuilder
 	OnFailed       func(ctx context.Context, info FailedInfo)
 	NewID          func() int64
+	// Tel records spans and metrics; nil records nothing.
+	Tel *telemetry.Telemetry
 }
 
 // permanentError marks a failure that retrying cannot fix.

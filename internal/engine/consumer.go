@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-cap/cap/internal/telemetry"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/storage"
@@ -33,7 +35,50 @@ type Consumers[TTx any] struct {
 
 	mu    sync.Mutex
 	conns []transport.Consumer
+	loops []*loopState
 	wg    sync.WaitGroup
+	// pause ends the receive loops' receiving (Pause).
+	pause context.CancelFunc
+}
+
+// loopState is what the health check reads of one receive loop.
+type loopState struct {
+	group string
+	up    atomic.Bool           // a broker consumer is open
+	err   atomic.Pointer[error] // the last receive error, nil after a success
+}
+
+// GroupStatus is the state of one group's receive loops.
+type GroupStatus struct {
+	Group   string
+	Wanted  int   // broker consumers configured
+	Running int   // of them, those with an open broker consumer
+	Err     error // the last receive error of a loop, nil when none failed since its last success
+}
+
+// Status returns the state of every group's receive loops, in
+// registration order; empty before Start and after Stop.
+func (c *Consumers[TTx]) Status() []GroupStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []GroupStatus
+	idx := map[string]int{}
+	for _, l := range c.loops {
+		i, ok := idx[l.group]
+		if !ok {
+			i = len(out)
+			idx[l.group] = i
+			out = append(out, GroupStatus{Group: l.group})
+		}
+		out[i].Wanted++
+		if l.up.Load() {
+			out[i].Running++
+		}
+		if e := l.err.Load(); e != nil && out[i].Err == nil {
+			out[i].Err = *e
+		}
+	}
+	return out
 }
 
 // NewConsumers returns the consumer side of the bus.
@@ -45,6 +90,10 @@ func NewConsumers[TTx any](cfg *Config[TTx], reg *Registry[TTx], exec *Executor[
 // their receive loops, which end with ctx or Stop. When Start returns, every
 // group is bound on the broker.
 func (c *Consumers[TTx]) Start(ctx context.Context) error {
+	rctx, pause := context.WithCancel(ctx)
+	c.mu.Lock()
+	c.pause = pause
+	c.mu.Unlock()
 	for _, g := range c.reg.Groups() {
 		topics := c.reg.Topics(g)
 		for range c.cfg.Consumers {
@@ -53,13 +102,17 @@ func (c *Consumers[TTx]) Start(ctx context.Context) error {
 				c.Stop()
 				return fmt.Errorf("cap: subscribe group %q: %w", g, err)
 			}
+			st := &loopState{group: g}
+			st.up.Store(true)
 			c.mu.Lock()
 			c.conns = append(c.conns, cons)
+			c.loops = append(c.loops, st)
 			c.mu.Unlock()
 			c.wg.Add(1)
 			go func() {
 				defer c.wg.Done()
-				c.loop(ctx, g, topics, cons)
+				defer st.up.Store(false)
+				c.loop(ctx, rctx, st, topics, cons)
 			}()
 		}
 	}
@@ -68,9 +121,30 @@ func (c *Consumers[TTx]) Start(ctx context.Context) error {
 
 // Stop closes the broker consumers and waits for the receive loops.
 func (c *Consumers[TTx]) Stop() {
+	c.Pause()
+	c.Close()
+}
+
+// Pause stops receiving and waits for the receive loops to end, their
+// deliveries stored or handed to the executor; the broker consumers stay
+// open, so that the deliveries the executor still holds can be acked. Close
+// closes them.
+func (c *Consumers[TTx]) Pause() {
+	c.mu.Lock()
+	pause := c.pause
+	c.mu.Unlock()
+	if pause != nil {
+		pause()
+	}
+	c.wg.Wait()
+}
+
+// Close closes the broker consumers and waits for the receive loops.
+func (c *Consumers[TTx]) Close() {
 	c.mu.Lock()
 	conns := c.conns
 	c.conns = nil
+	c.loops = nil
 	c.mu.Unlock()
 	for _, cons := range conns {
 		_ = cons.Close()
@@ -86,9 +160,12 @@ type arrival[TTx any] struct {
 	sub *Subscriber[TTx] // nil: stored as Failed for good, for cause
 	// cause is why the message can never be handled, when sub is nil.
 	cause error
+	span  telemetry.Span // the receive's, until the ack
 }
 
-func (c *Consumers[TTx]) loop(ctx context.Context, group string, topics []string, cons transport.Consumer) {
+// loop receives with rctx, which Pause ends, and stores with ctx.
+func (c *Consumers[TTx]) loop(ctx, rctx context.Context, st *loopState, topics []string, cons transport.Consumer) {
+	group := st.group
 	in := make(chan *arrival[TTx], c.cfg.BatchSize)
 	var storer sync.WaitGroup
 	storer.Go(func() { c.storeLoop(ctx, group, in) })
@@ -97,17 +174,20 @@ func (c *Consumers[TTx]) loop(ctx context.Context, group string, topics []string
 
 	backoff := 100 * time.Millisecond
 	for {
-		d, err := cons.Receive(ctx)
+		d, err := cons.Receive(rctx)
 		if err == nil {
+			if st.err.Load() != nil {
+				st.err.Store(nil)
+			}
 			backoff = 100 * time.Millisecond
 			select {
-			case in <- c.prepare(group, d):
-			case <-ctx.Done():
+			case in <- c.prepare(ctx, group, d):
+			case <-rctx.Done():
 				return // not acked: the broker delivers it again
 			}
 			continue
 		}
-		if ctx.Err() != nil {
+		if rctx.Err() != nil {
 			return
 		}
 		if errors.Is(err, transport.ErrClosed) {
@@ -118,16 +198,19 @@ func (c *Consumers[TTx]) loop(ctx context.Context, group string, topics []string
 				return
 			}
 			// The transport dropped this consumer: open a new one.
+			st.up.Store(false)
+			st.err.Store(&err)
 			c.cfg.Logger.WarnContext(ctx, "cap: consumer closed, subscribing again", "group", group)
-			if !sleepCtx(ctx, backoff) {
+			if !sleepCtx(rctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, 5*time.Second)
-			n, serr := c.cfg.Transport.Subscribe(ctx, group, topics)
+			n, serr := c.cfg.Transport.Subscribe(rctx, group, topics)
 			if serr != nil {
 				if errors.Is(serr, transport.ErrClosed) {
 					return
 				}
+				st.err.Store(&serr)
 				continue
 			}
 			c.mu.Lock()
@@ -138,11 +221,13 @@ func (c *Consumers[TTx]) loop(ctx context.Context, group string, topics []string
 			}
 			c.conns = append(c.conns, n)
 			c.mu.Unlock()
+			st.up.Store(true)
 			cons = n
 			continue
 		}
+		st.err.Store(&err)
 		c.cfg.Logger.WarnContext(ctx, "cap: receiving failed", "group", group, "error", err)
-		if !sleepCtx(ctx, backoff) {
+		if !sleepCtx(rctx, backoff) {
 			return
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -153,7 +238,13 @@ func (c *Consumers[TTx]) loop(ctx context.Context, group string, topics []string
 // succeed (no CAP headers, no subscriber in the group) gets a row that is
 // Failed for good, so that it shows on the dashboard and is acked instead
 // of being redelivered in a loop.
-func (c *Consumers[TTx]) prepare(group string, d transport.Delivery) *arrival[TTx] {
+func (c *Consumers[TTx]) prepare(ctx context.Context, group string, d transport.Delivery) *arrival[TTx] {
+	a := c.arrive(group, d)
+	a.span = c.cfg.Tel.StartReceive(ctx, a.rec.Name, group, a.msg.Headers, len(a.msg.Body))
+	return a
+}
+
+func (c *Consumers[TTx]) arrive(group string, d transport.Delivery) *arrival[TTx] {
 	msg := d.Message()
 	if msg.Headers == nil {
 		msg.Headers = message.Headers{}
@@ -263,6 +354,9 @@ func (c *Consumers[TTx]) storeLoop(ctx context.Context, group string, in <-chan 
 		if ctx.Err() != nil || c.stopped() {
 			// The broker consumer is closed: these deliveries go back to
 			// the broker unacked, and come again.
+			for _, a := range batch {
+				a.span.End(transport.ErrClosed)
+			}
 			continue
 		}
 		c.store(ctx, group, batch)
@@ -285,6 +379,10 @@ func (c *Consumers[TTx]) stopped() bool {
 // executor. A delivery whose row could not be stored is rejected, for a
 // later redelivery.
 func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arrival[TTx]) {
+	batch = c.runDirect(ctx, group, batch)
+	if len(batch) == 0 {
+		return
+	}
 	recs := make([]*storage.Record, len(batch))
 	for i, a := range batch {
 		recs[i] = a.rec
@@ -293,6 +391,9 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 	var returned []bool // rows that could not be stored, when any
 	if err != nil {
 		if ctx.Err() != nil {
+			for _, a := range batch {
+				a.span.End(ctx.Err())
+			}
 			return // abrupt stop: the broker delivers them again
 		}
 		// Row by row, so that one row the database refuses does not hold
@@ -307,11 +408,20 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 				ok, err = c.storeRefused(ctx, group, batch, i, err)
 			}
 			if err != nil {
-				c.returnDelivery(ctx, a.d, err)
+				c.returnDelivery(ctx, group, a, err)
 				returned[i] = true
 				continue
 			}
 			inserted[i] = ok
+		}
+	}
+	// The rows to run are this instance's from now on: their leases are
+	// kept alive while the acks below take their time, so that a slow
+	// broker cannot let a lease run out and another instance run a handler
+	// that this one is about to run too.
+	for i, a := range batch {
+		if a.sub != nil && inserted[i] && (returned == nil || !returned[i]) {
+			c.exec.track(a.rec.ID)
 		}
 	}
 	// Acks first: a busy executor must not hold back the acks of the batch.
@@ -319,22 +429,22 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 		if returned != nil && returned[i] {
 			continue
 		}
-		if err := a.d.Ack(ctx); err != nil {
-			// Stored already: a redelivery is recognised as a duplicate.
-			c.cfg.Logger.WarnContext(ctx, "cap: ack failed", "group", group, "id", a.msg.ID(), "error", err)
-		}
+		c.ackDelivery(ctx, group, a)
 	}
 	for i, a := range batch {
 		switch {
 		case returned != nil && returned[i]:
+			a.span.End(errReturned)
 		case a.sub == nil:
+			c.cfg.Tel.Handled(ctx, group, a.rec.Name, telemetry.OutcomeFailed)
 			c.cfg.Logger.WarnContext(ctx, "cap: message cannot be handled; stored as Failed", "group", group,
 				"name", a.rec.Name, "id", a.rec.MessageID, "error", a.cause)
 			if c.cfg.OnFailed != nil {
 				c.cfg.OnFailed(ctx, FailedInfo{Table: storage.Received, Message: a.msg, Err: a.cause})
 			}
 		case !inserted[i]:
-			c.cfg.Logger.DebugContext(ctx, "cap: duplicate message dropped", "group", group, "id", a.msg.ID())
+			c.cfg.Logger.DebugContext(ctx, "cap: duplicate message dropped", "group", group, "name", a.rec.Name,
+				"id", a.msg.ID())
 		default:
 			c.exec.Submit(ctx, a.rec, a.msg, a.sub)
 		}
@@ -360,6 +470,7 @@ func (c *Consumers[TTx]) storeRefused(ctx context.Context, group string, batch [
 	if _, err := c.cfg.Store.InsertReceived(ctx, f.rec); err != nil {
 		return false, err
 	}
+	f.span = a.span
 	batch[i] = f
 	return true, nil
 }
@@ -392,9 +503,110 @@ func cleanKey(s string) string {
 
 // returnDelivery gives a delivery the storage could not take back to the
 // broker.
-func (c *Consumers[TTx]) returnDelivery(ctx context.Context, d transport.Delivery, err error) {
-	c.cfg.Logger.WarnContext(ctx, "cap: storing received message failed; returned to the broker", "error", err)
-	if rerr := d.Reject(ctx); rerr != nil {
-		c.cfg.Logger.WarnContext(ctx, "cap: reject failed", "error", rerr)
+func (c *Consumers[TTx]) returnDelivery(ctx context.Context, group string, a *arrival[TTx], err error) {
+	c.cfg.Logger.WarnContext(ctx, "cap: storing received message failed; returned to the broker",
+		"group", group, "name", a.rec.Name, "id", a.msg.ID(), "error", err)
+	if rerr := a.d.Reject(ctx); rerr != nil {
+		c.cfg.Logger.WarnContext(ctx, "cap: reject failed", "group", group, "name", a.rec.Name, "id", a.msg.ID(),
+			"error", rerr)
 	}
+}
+
+// errReturned is the receive span's error of a delivery given back to the
+// broker because the storage could not take it.
+var errReturned = errors.New("cap: the storage could not take the message; returned to the broker")
+
+// runDirect hands the deliveries of plain handlers to the executor before
+// their rows are written (see direct.go), when the storage can tell which
+// are stored already, and returns the others, to be stored first. A
+// delivery whose row exists, or whose message is already on its way here,
+// is acked and dropped.
+func (c *Consumers[TTx]) runDirect(ctx context.Context, group string, batch []*arrival[TTx]) []*arrival[TTx] {
+	checker, ok := c.cfg.Store.(storage.ReceivedChecker)
+	if !ok || c.cfg.StoreFirst {
+		return batch
+	}
+	var keys []storage.ReceivedKey
+	var idx []int
+	for i, a := range batch {
+		if a.sub != nil && !a.sub.Tx {
+			keys = append(keys, storage.ReceivedKey{MessageID: a.rec.MessageID, Group: a.rec.Group})
+			idx = append(idx, i)
+		}
+	}
+	if len(keys) == 0 {
+		return batch
+	}
+	exists, err := checker.ReceivedExists(ctx, keys)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.cfg.Logger.DebugContext(ctx, "cap: looking up received messages failed; storing them first",
+				"group", group, "messages", len(keys), "error", err)
+		}
+		return batch
+	}
+	direct := make([]bool, len(batch))
+	for n, i := range idx {
+		a := batch[i]
+		direct[i] = true
+		if exists[n] || !c.exec.claimKey(keys[n]) {
+			c.cfg.Logger.DebugContext(ctx, "cap: duplicate message dropped", "group", group, "name", a.rec.Name,
+				"id", a.msg.ID())
+			c.ackDelivery(ctx, group, a)
+			continue
+		}
+		c.exec.SubmitDirect(ctx, a.rec, a.msg, a.sub, c.directOf(group, a, keys[n]))
+	}
+	rest := batch[:0:0]
+	for i, a := range batch {
+		if !direct[i] {
+			rest = append(rest, a)
+		}
+	}
+	return rest
+}
+
+// directOf returns the ack and reject of a direct delivery.
+func (c *Consumers[TTx]) directOf(group string, a *arrival[TTx], key storage.ReceivedKey) *direct {
+	return &direct{key: key,
+		ack: func(ctx context.Context, stored bool) {
+			c.exec.releaseKey(key)
+			if !stored {
+				c.cfg.Logger.DebugContext(ctx, "cap: message handled again; another copy was stored first",
+					"group", group, "name", a.rec.Name, "id", a.msg.ID())
+			}
+			c.ackDelivery(ctx, group, a)
+		},
+		reject: func(ctx context.Context, err error) {
+			c.exec.releaseKey(key)
+			if errors.Is(err, storage.ErrRefused) {
+				// A row the database cannot hold would come back forever:
+				// it is stored Failed with the storage's error, as on the
+				// way in, and acked.
+				f := c.unhandled(group, a.d, a.msg, excStore, fmt.Errorf("the storage refused the message: %w", err))
+				if _, ferr := c.cfg.Store.InsertReceived(ctx, f.rec); ferr == nil {
+					c.ackDelivery(ctx, group, a)
+					c.cfg.Logger.WarnContext(ctx, "cap: message cannot be stored; stored as Failed", "group", group,
+						"name", a.rec.Name, "id", a.rec.MessageID, "error", f.cause)
+					if c.cfg.OnFailed != nil {
+						c.cfg.OnFailed(ctx, FailedInfo{Table: storage.Received, Message: a.msg, Err: f.cause})
+					}
+					return
+				}
+			}
+			c.returnDelivery(ctx, group, a, err)
+			a.span.End(errReturned)
+		},
+	}
+}
+
+// ackDelivery acks a delivery whose row is committed.
+func (c *Consumers[TTx]) ackDelivery(ctx context.Context, group string, a *arrival[TTx]) {
+	if err := a.d.Ack(ctx); err != nil {
+		// Stored already: a redelivery is recognised as a duplicate.
+		c.cfg.Logger.WarnContext(ctx, "cap: ack failed", "group", group, "name", a.rec.Name, "id", a.msg.ID(),
+			"error", err)
+	}
+	a.span.End(nil)
+	c.cfg.Tel.Consumed(ctx, group, a.rec.Name)
 }

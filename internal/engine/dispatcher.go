@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-cap/cap/internal/telemetry"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
 	"github.com/go-cap/cap/transport"
@@ -15,6 +16,9 @@ import (
 type item struct {
 	rec *storage.Record
 	msg *message.Message
+	// span is the send's span, from prepare to the broker's answer (zero
+	// when tracing is off).
+	span telemetry.Span
 }
 
 // batch is rows on their way to a sender. A claimed batch holds one of the
@@ -350,9 +354,10 @@ func (d *Dispatcher[TTx]) sendLoop(ctx context.Context) {
 			// broker's confirms waits here, and its next batch grows.
 			size := batchBytes(pend)
 			win.acquire(len(msgs), size)
+			start := time.Now()
 			wait := pipe.PublishBatch(ctx, msgs)
 			confirms <- func() {
-				d.finish(ctx, pend, msgs, wait())
+				d.finish(ctx, pend, msgs, start, wait())
 				win.release(len(msgs), size)
 			}
 		}
@@ -429,7 +434,8 @@ func (d *Dispatcher[TTx]) take(b batch) []item {
 func (d *Dispatcher[TTx]) send(ctx context.Context, items []item) {
 	pend, msgs := d.prepare(ctx, items)
 	if len(pend) > 0 {
-		d.finish(ctx, pend, msgs, d.cfg.Transport.SendBatch(ctx, msgs))
+		start := time.Now()
+		d.finish(ctx, pend, msgs, start, d.cfg.Transport.SendBatch(ctx, msgs))
 	}
 }
 
@@ -446,12 +452,14 @@ func (d *Dispatcher[TTx]) prepare(ctx context.Context, items []item) ([]item, []
 				// A row nobody can send; keep it for the dashboard.
 				d.writer.put(ctx, storage.Outcome{ID: it.rec.ID, Status: storage.StatusFailed, Retries: it.rec.Retries + 1,
 					Content: nil, ExpiresIn: d.cfg.FailedExpiry, ExpiresFromAdded: true})
-				d.cfg.Logger.ErrorContext(ctx, "cap: published row has invalid content", "id", it.rec.ID, "error", err)
+				d.cfg.Logger.ErrorContext(ctx, "cap: published row has invalid content", "row", it.rec.ID, "name", it.rec.Name,
+					"error", err)
 				continue
 			}
 			it.msg = m
 		}
 		delete(it.msg.Headers, message.HeaderException)
+		it.span = d.cfg.Tel.StartSend(ctx, it.rec.Name, it.msg.Headers, len(it.msg.Body), it.rec.Retries)
 		pend = append(pend, it)
 		msgs = append(msgs, it.msg)
 	}
@@ -461,16 +469,20 @@ func (d *Dispatcher[TTx]) prepare(ctx context.Context, items []item) ([]item, []
 // finish records the outcome of a send: errs is the transport's answer for
 // msgs (nil when all were sent). Messages whose retry policy allows an
 // immediate retry are sent again at once; the others are marked.
-func (d *Dispatcher[TTx]) finish(ctx context.Context, pend []item, msgs []*message.Message, errs []error) {
+func (d *Dispatcher[TTx]) finish(ctx context.Context, pend []item, msgs []*message.Message, start time.Time, errs []error) {
 	for {
 		var again []item
 		var againMsgs []*message.Message
+		took := time.Since(start)
 		for i, it := range pend {
 			if errs == nil || errs[i] == nil {
 				d.writer.put(ctx, storage.Outcome{ID: it.rec.ID, Status: storage.StatusSucceeded, Retries: it.rec.Retries,
 					ExpiresIn: d.cfg.SucceedExpiry})
+				it.span.End(nil)
+				d.cfg.Tel.Sent(ctx, it.rec.Name, took, false)
 				continue
 			}
+			d.cfg.Tel.Sent(ctx, it.rec.Name, took, true)
 			it.rec.Retries++
 			delay, ok := d.cfg.SendRetry.Next(it.rec.Retries)
 			if ok && delay == 0 && ctx.Err() == nil {
@@ -484,17 +496,21 @@ func (d *Dispatcher[TTx]) finish(ctx context.Context, pend []item, msgs []*messa
 			return
 		}
 		pend, msgs = again, againMsgs
+		start = time.Now()
 		errs = d.cfg.Transport.SendBatch(ctx, msgs)
 	}
 }
 
 func (d *Dispatcher[TTx]) failed(ctx context.Context, it item, err error, delay time.Duration, retryable bool) {
-	d.cfg.Logger.WarnContext(ctx, "cap: sending failed", "id", it.rec.ID, "name", it.rec.Name,
+	d.cfg.Logger.WarnContext(ctx, "cap: sending failed", "id", it.msg.ID(), "name", it.rec.Name,
 		"retries", it.rec.Retries, "retry", retryable, "error", err)
+	it.span.SetAttributes(telemetry.KeyRetries.Int(it.rec.Retries))
+	it.span.End(err)
 	d.writer.put(ctx, storage.Outcome{ID: it.rec.ID, Status: storage.StatusFailed, Retries: it.rec.Retries,
 		Content: withException(it.msg, exception(excSend, err)), ExpiresIn: d.cfg.FailedExpiry, ExpiresFromAdded: true,
 		Retry: retryable, RetryIn: delay})
 	if retryable {
+		d.cfg.Tel.SendRetry(ctx, it.rec.Name)
 		d.WakeAt(delay)
 		return
 	}

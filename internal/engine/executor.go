@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-cap/cap/internal/telemetry"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
 )
@@ -16,6 +17,9 @@ type job[TTx any] struct {
 	rec *storage.Record
 	msg *message.Message
 	sub *Subscriber[TTx]
+	// direct, when set, is the delivery of a row not written yet: the
+	// outcome writes it (see direct.go).
+	direct *direct
 }
 
 // Executor runs handlers on a bounded pool of workers, retries failures
@@ -28,10 +32,13 @@ type Executor[TTx any] struct {
 	disp   *Dispatcher[TTx]
 	jobs   chan job[TTx]
 	writer *outcomeWriter[TTx]
+	rows   *rowWriter[TTx]
 	wake   chan struct{}
 
 	mu       sync.Mutex
 	inflight map[int64]struct{}
+	// directKeys are the messages of direct deliveries not acked yet.
+	directKeys map[storage.ReceivedKey]struct{}
 	// leaseMu keeps lease extensions apart from outcome writes: an
 	// extension must never land after the outcome of the same row, or it
 	// would make a finished row due again. Outcomes take it shared.
@@ -60,6 +67,8 @@ func (e *Executor[TTx]) Run(ctx context.Context) {
 	e.writer = newOutcomeWriter(e.cfg.Store, storage.Received, e.cfg.BatchSize, e.cfg.Logger, e.done)
 	e.writer.lock = e.leaseMu.RLocker()
 	go e.writer.run(ctx)
+	e.rows = newRowWriter(e.cfg.Store, e.cfg.BatchSize, e.cfg.Logger)
+	go e.rows.run(ctx)
 	for range e.cfg.Workers {
 		e.wg.Add(1)
 		go func() {
@@ -95,6 +104,19 @@ func (e *Executor[TTx]) Submit(ctx context.Context, rec *storage.Record, msg *me
 	}
 }
 
+// SubmitDirect queues a delivery whose row is not written yet (see
+// direct.go); it blocks like Submit. When ctx ends first the delivery is
+// left unacked, and the broker delivers it again.
+func (e *Executor[TTx]) SubmitDirect(ctx context.Context, rec *storage.Record, msg *message.Message, sub *Subscriber[TTx], d *direct) {
+	j := job[TTx]{rec: rec, msg: msg, sub: sub, direct: d}
+	e.armDirect(ctx, j)
+	select {
+	case e.jobs <- j:
+	case <-ctx.Done():
+		d.take()
+	}
+}
+
 // Stop stops claiming, waits for queued and running handlers and for their
 // outcomes to be written, or for ctx. The caller stops the consumers first.
 func (e *Executor[TTx]) Stop(ctx context.Context) error {
@@ -108,7 +130,15 @@ func (e *Executor[TTx]) Stop(ctx context.Context) error {
 	e.mu.Unlock()
 	e.claimWG.Wait()
 	close(e.jobs)
-	return drain(ctx, &e.wg, e.writer)
+	// The rows of direct deliveries first: a row stored early by one of
+	// them has its outcome written by the outcome writer.
+	var workers sync.WaitGroup
+	workers.Go(func() {
+		e.wg.Wait()
+		e.rows.close()
+		<-e.rows.done
+	})
+	return drain(ctx, &workers, e.writer)
 }
 
 // Wait blocks until the workers and the writer have ended.
@@ -157,6 +187,15 @@ func (e *Executor[TTx]) extendLeases(ctx context.Context) {
 	}
 	if err := e.cfg.Store.Reschedule(ctx, storage.Received, ids, e.cfg.Lease); err != nil && ctx.Err() == nil {
 		e.cfg.Logger.WarnContext(ctx, "cap: extending leases failed", "rows", len(ids), "error", err)
+	}
+}
+
+// Wake asks the retry claimer to look for due Received rows now (after a
+// re-drive from the dashboard).
+func (e *Executor[TTx]) Wake() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -227,6 +266,9 @@ func (e *Executor[TTx]) finalFail(ctx context.Context, j job[TTx], typ string, e
 	e.track(j.rec.ID)
 	e.writer.put(ctx, storage.Outcome{ID: j.rec.ID, Status: storage.StatusFailed, Retries: j.rec.Retries + 1,
 		Content: withException(j.msg, exception(typ, err)), ExpiresIn: e.cfg.FailedExpiry, ExpiresFromAdded: true})
+	e.cfg.Logger.WarnContext(ctx, "cap: message cannot be handled; stored as Failed", "group", j.rec.Group,
+		"name", j.rec.Name, "id", j.msg.ID(), "error", err)
+	e.cfg.Tel.Handled(ctx, j.rec.Group, j.rec.Name, telemetry.OutcomeFailed)
 	if e.cfg.OnFailed != nil {
 		e.cfg.OnFailed(ctx, FailedInfo{Table: storage.Received, Message: j.msg, Err: err})
 	}
@@ -257,6 +299,7 @@ func (e *Executor[TTx]) execute(ctx context.Context, j job[TTx]) {
 	for {
 		err := e.attempt(ctx, j, retries)
 		if err == nil {
+			e.cfg.Tel.Handled(ctx, j.rec.Group, j.rec.Name, telemetry.OutcomeSucceeded)
 			return
 		}
 		if errors.Is(err, storage.ErrStale) {
@@ -265,13 +308,19 @@ func (e *Executor[TTx]) execute(ctx context.Context, j job[TTx]) {
 			return
 		}
 		if ctx.Err() != nil {
+			if j.direct != nil {
+				if owned, dup := j.direct.take(); owned || dup {
+					return // no row of this job: the broker delivers it again
+				}
+			}
 			// Interrupted by shutdown: never Succeeded, and not a failure;
 			// the row is due again at once.
 			e.leaseMu.RLock()
 			defer e.leaseMu.RUnlock()
 			e.done([]int64{j.rec.ID})
 			if rerr := e.cfg.Store.Reschedule(context.WithoutCancel(ctx), storage.Received, []int64{j.rec.ID}, 0); rerr != nil {
-				e.cfg.Logger.WarnContext(ctx, "cap: releasing interrupted message failed", "id", j.rec.ID, "error", rerr)
+				e.cfg.Logger.WarnContext(ctx, "cap: releasing interrupted message failed", "group", j.rec.Group,
+					"name", j.rec.Name, "id", j.msg.ID(), "error", rerr)
 			}
 			return
 		}
@@ -289,12 +338,16 @@ func (e *Executor[TTx]) execute(ctx context.Context, j job[TTx]) {
 			attrs = append(attrs, "stack", string(pe.Stack))
 		}
 		e.cfg.Logger.WarnContext(ctx, "cap: handler failed", attrs...)
-		e.writer.put(ctx, storage.Outcome{ID: j.rec.ID, Status: storage.StatusFailed, Retries: retries,
+		e.settle(ctx, j, storage.Outcome{ID: j.rec.ID, Status: storage.StatusFailed, Retries: retries,
 			Content: withException(j.msg, exception(excExecute, err)), ExpiresIn: e.cfg.FailedExpiry,
 			ExpiresFromAdded: true, Retry: ok, RetryIn: delay})
 		if ok {
+			e.cfg.Tel.Handled(ctx, j.rec.Group, j.rec.Name, telemetry.OutcomeRetry)
 			e.wakeAt(delay)
-		} else if e.cfg.OnFailed != nil {
+			return
+		}
+		e.cfg.Tel.Handled(ctx, j.rec.Group, j.rec.Name, telemetry.OutcomeFailed)
+		if e.cfg.OnFailed != nil {
 			e.cfg.OnFailed(ctx, FailedInfo{Table: storage.Received, Message: j.msg, Err: err})
 		}
 		return
@@ -304,7 +357,15 @@ func (e *Executor[TTx]) execute(ctx context.Context, j job[TTx]) {
 // attempt runs the handler once and records a success. A transactional
 // handler, or one whose reply must be published, commits its work, the
 // reply and the Received row's new status in one transaction.
-func (e *Executor[TTx]) attempt(ctx context.Context, j job[TTx], retries int) error {
+func (e *Executor[TTx]) attempt(ctx context.Context, j job[TTx], retries int) (err error) {
+	hctx, span := e.cfg.Tel.StartProcess(ctx, j.rec.Name, j.rec.Group, j.msg.Headers, len(j.msg.Body), retries)
+	start := time.Now()
+	defer func() {
+		if !errors.Is(err, storage.ErrStale) {
+			e.cfg.Tel.Processed(ctx, j.rec.Group, j.rec.Name, time.Since(start), err != nil)
+		}
+		span.End(err)
+	}()
 	var tx TTx
 	inTx := false
 	if j.sub.Tx {
@@ -314,7 +375,7 @@ func (e *Executor[TTx]) attempt(ctx context.Context, j job[TTx], retries int) er
 		}
 		tx, inTx = t, true
 	}
-	reply, err := invoke(ctx, j, tx, retries)
+	reply, err := invoke(hctx, j, tx, retries)
 	if err != nil {
 		if inTx {
 			_ = e.cfg.Store.Rollback(context.WithoutCancel(ctx), tx)
@@ -324,8 +385,18 @@ func (e *Executor[TTx]) attempt(ctx context.Context, j job[TTx], retries int) er
 	success := storage.Outcome{ID: j.rec.ID, Status: storage.StatusSucceeded, Retries: retries,
 		ExpiresIn: e.cfg.SucceedExpiry}
 	if reply == nil && !inTx {
-		e.writer.put(ctx, success)
+		e.settle(ctx, j, success)
 		return nil
+	}
+	if j.direct != nil {
+		// The reply commits with the row's status: the row first.
+		stored, err := e.storeEarly(ctx, j)
+		if err != nil {
+			return fmt.Errorf("store the received message: %w", err)
+		}
+		if !stored {
+			return nil // another copy was stored first: its effect stands
+		}
 	}
 	if !inTx {
 		t, err := e.cfg.Store.Begin(ctx)

@@ -43,12 +43,22 @@ type Storage struct {
 	mu     sync.Mutex
 	tables [2]*table
 	subs   map[chan struct{}]struct{}
+	leases map[string]lease
+}
+
+// lease is one named lease of AcquireLease.
+type lease struct {
+	owner string
+	until time.Time
 }
 
 var (
-	_ storage.Storage[*Tx] = (*Storage)(nil)
-	_ storage.Notifier     = (*Storage)(nil)
-	_ storage.Namer        = (*Storage)(nil)
+	_ storage.Storage[*Tx]  = (*Storage)(nil)
+	_ storage.Notifier      = (*Storage)(nil)
+	_ storage.Namer         = (*Storage)(nil)
+	_ storage.Leaser        = (*Storage)(nil)
+	_ storage.Pinger        = (*Storage)(nil)
+	_ storage.BacklogReader = (*Storage)(nil)
 )
 
 // New returns an empty storage.
@@ -548,4 +558,84 @@ func (s *Storage) notifyLocked() {
 		default:
 		}
 	}
+}
+
+// AcquireLease implements storage.Leaser, for buses that share one Storage.
+func (s *Storage) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if l, ok := s.leases[name]; ok && l.owner != owner && now.Before(l.until) {
+		return false, nil
+	}
+	if s.leases == nil {
+		s.leases = map[string]lease{}
+	}
+	s.leases[name] = lease{owner: owner, until: now.Add(ttl)}
+	return true, nil
+}
+
+// ReleaseLease implements storage.Leaser.
+func (s *Storage) ReleaseLease(ctx context.Context, name, owner string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.leases[name]; ok && l.owner == owner {
+		delete(s.leases, name)
+	}
+	return nil
+}
+
+// Ping implements storage.Pinger; it fails only when ctx has ended.
+func (s *Storage) Ping(ctx context.Context) error { return ctx.Err() }
+
+// Backlog implements storage.BacklogReader. It scans the table, which is
+// fine at the rate metrics are collected.
+func (s *Storage) Backlog(ctx context.Context, t storage.Table, version string) ([]storage.Backlog, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tb, err := s.table(t)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	by := map[string]*storage.Backlog{}
+	get := func(g string) *storage.Backlog {
+		b, ok := by[g]
+		if !ok {
+			b = &storage.Backlog{Group: g, Now: now}
+			by[g] = b
+		}
+		return b
+	}
+	for _, r := range tb.rows {
+		rec := &r.rec
+		if rec.Version != version {
+			continue
+		}
+		switch {
+		case rec.NextAttemptAt != nil && !rec.NextAttemptAt.After(now):
+			b := get(rec.Group)
+			b.Due++
+			if b.OldestDue.IsZero() || rec.NextAttemptAt.Before(b.OldestDue) {
+				b.OldestDue = *rec.NextAttemptAt
+			}
+		case rec.NextAttemptAt == nil && rec.Status == storage.StatusFailed:
+			get(rec.Group).Failed++
+		}
+	}
+	out := make([]storage.Backlog, 0, len(by))
+	for _, b := range by {
+		out = append(out, *b)
+	}
+	slices.SortFunc(out, func(a, b storage.Backlog) int { return strings.Compare(a.Group, b.Group) })
+	return out, nil
 }

@@ -56,5 +56,5 @@ func TestSchemaOfSixtyThreeBytes(t *testing.T) {
 	var n int
 	require.NoError(t, pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM information_schema.tables WHERE table_schema = $1`, schema).Scan(&n))
-	require.Equal(t, 2, n, "published and received in the schema named")
+	require.Equal(t, 3, n, "published, received and lock in the schema named")
 }

@@ -35,6 +35,9 @@ func (s *Store[TTx]) Migrate(ctx context.Context) (err error) {
 	if _, err := q.exec(ctx, s.q.createSchema); err != nil {
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
+	if _, err := q.exec(ctx, s.q.createLock()); err != nil {
+		return fmt.Errorf("postgres: migrate lock table: %w", err)
+	}
 	for _, t := range []storage.Table{storage.Received, storage.Published} {
 		if err := s.migrateTable(ctx, q, t); err != nil {
 			return fmt.Errorf("postgres: migrate %s: %w", t, err)

@@ -29,6 +29,7 @@ type queries struct {
 	lockKey int64  // advisory lock key of the migration
 
 	tables [2]tableQueries // indexed by storage.Table
+	exists string          // which received keys have a row (exists.go)
 
 	// Migration.
 	lock            string // the migration's advisory lock, held until commit
@@ -133,6 +134,7 @@ func newQueries(schema string, syncCommit bool) *queries {
 	q.listen = `LISTEN ` + quoteIdent(q.channel)
 	q.tables[storage.Published] = newTableQueries(schema, storage.Published, q.channel, syncCommit)
 	q.tables[storage.Received] = newTableQueries(schema, storage.Received, q.channel, syncCommit)
+	q.exists = existsQuery(q.tables[storage.Received].name)
 	return q
 }
 

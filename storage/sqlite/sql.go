@@ -11,6 +11,8 @@ const timeLayout = "2006-01-02 15:04:05.000"
 // as one JSON array argument (json_each), so no statement depends on the
 // number of ids.
 type tableSQL struct {
+	// received finds a Received row by (MessageId, Group) (exists.go).
+	received       string
 	insert         string
 	claimProbe     string
 	claimSelect    string
@@ -25,12 +27,14 @@ type tableSQL struct {
 	count          string
 	counts         string
 	deleteIDs      string
+	backlog        string
 }
 
 // statements is all SQL text of the package, built once from the validated
 // table prefix.
 type statements struct {
 	migrate   []string // the tables
+	lock      lockSQL
 	indexes   []index
 	published tableSQL
 	received  tableSQL
@@ -69,7 +73,8 @@ func buildStatements(prefix string) statements {
 	pub := prefix + ".published"
 	rec := prefix + ".received"
 	return statements{
-		migrate:   migrateSQL(pub, rec),
+		migrate:   append(migrateSQL(pub, rec), createLockSQL(prefix+".lock")),
+		lock:      buildLock(prefix + ".lock"),
 		indexes:   indexes(pub, rec),
 		published: buildTable(pub, false),
 		received:  buildTable(rec, true),
@@ -165,8 +170,14 @@ ON CONFLICT (MessageId, "Group") DO NOTHING`
 	ExpiresAt = CASE WHEN ?5 IS NULL THEN ?4 ELSE strftime('%Y-%m-%d %H:%M:%f', Added, ?5) END,
 	NextAttemptAt = ?6
 WHERE Id = ?7`
+	byKey := ""
+	if received {
+		byKey = `SELECT 1 FROM ` + t + ` WHERE MessageId = ? AND "Group" = ?`
+	}
 	return tableSQL{
-		insert: insert,
+		received: byKey,
+		backlog:  backlogSQL(name, received),
+		insert:   insert,
 		// claimProbe looks for a due row without the write lock, so idle
 		// pollers do not queue behind writers.
 		claimProbe: `SELECT 1 FROM ` + t + `
@@ -206,4 +217,44 @@ func claimGroups(received bool, p string) string {
 	}
 	return `
 AND (` + p + ` IS NULL OR "Group" IN (SELECT value FROM json_each(` + p + `)))`
+}
+
+// lockSQL holds the statements of CAP's Lock table (Key, Instance,
+// LastLockTime), which keeps the bus's leases.
+type lockSQL struct{ acquire, release string }
+
+func createLockSQL(lock string) string {
+	return `CREATE TABLE IF NOT EXISTS ` + quote(lock) + ` (
+	Key TEXT PRIMARY KEY NOT NULL,
+	Instance TEXT NULL,
+	LastLockTime TEXT NOT NULL
+)`
+}
+
+// buildLock: acquire takes (key, owner, until, now) and changes a row only
+// when the lease is new, the caller's, or run out. For the bus's leases
+// LastLockTime is when the lease runs out, so each holder's own ttl counts.
+func buildLock(lock string) lockSQL {
+	t := quote(lock)
+	return lockSQL{
+		acquire: `INSERT INTO ` + t + ` (Key, Instance, LastLockTime) VALUES (?1, ?2, ?3)
+	ON CONFLICT (Key) DO UPDATE SET Instance = excluded.Instance, LastLockTime = excluded.LastLockTime
+	WHERE Instance = excluded.Instance OR LastLockTime < ?4`,
+		release: `UPDATE ` + t + ` SET Instance = '', LastLockTime = '0001-01-01 00:00:00.000'
+	WHERE Key = ?1 AND Instance = ?2`,
+	}
+}
+
+// backlogSQL reads the gauges of a table (see Storage.Backlog): ?1 is the
+// version, ?2 now.
+func backlogSQL(t string, received bool) string {
+	group := `''`
+	if received {
+		group = `COALESCE("Group", '')`
+	}
+	due := `NextAttemptAt IS NOT NULL AND NextAttemptAt <= ?2`
+	failed := `StatusName = 'Failed' AND NextAttemptAt IS NULL`
+	return `SELECT ` + group + `, COUNT(*) FILTER (WHERE ` + due + `),
+	COALESCE(MIN(NextAttemptAt) FILTER (WHERE ` + due + `), ''), COUNT(*) FILTER (WHERE ` + failed + `)
+	FROM ` + quote(t) + ` WHERE Version = ?1 AND ((` + due + `) OR (` + failed + `)) GROUP BY 1`
 }

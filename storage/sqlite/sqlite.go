@@ -47,6 +47,9 @@ type Storage struct {
 var (
 	_ storage.Storage[*sql.Tx] = (*Storage)(nil)
 	_ storage.Namer            = (*Storage)(nil)
+	_ storage.Leaser           = (*Storage)(nil)
+	_ storage.Pinger           = (*Storage)(nil)
+	_ storage.BacklogReader    = (*Storage)(nil)
 )
 
 // New returns a Storage on db, best opened with Open. It checks the options

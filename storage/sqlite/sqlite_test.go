@@ -55,7 +55,7 @@ func TestMigrateCreatesCAPTables(t *testing.T) {
 		names = append(names, n)
 	}
 	require.NoError(t, rows.Err())
-	require.Equal(t, []string{"cap.published", "cap.received"}, names)
+	require.Equal(t, []string{"cap.lock", "cap.published", "cap.received"}, names)
 
 	s2, err := sqlite.New(db, sqlite.Options{TablePrefix: "billing"})
 	require.NoError(t, err)

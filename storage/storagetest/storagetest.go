@@ -31,7 +31,10 @@
 //     one row at a time and in batches (atomic, first duplicate wins);
 //   - DeleteExpired; List paging, filters and order; Get; Counts; Delete;
 //   - Migrate run again concurrently; Content round trips (non-ASCII,
-//     quotes, 1 MB); Notifier and Namer when implemented.
+//     quotes, 1 MB); Notifier and Namer when implemented;
+//   - Leaser (one owner at a time, renewal, release, a lease that ran out
+//     taken over), BacklogReader (due and Failed rows per group) and Pinger,
+//     when implemented.
 //
 // Time checks allow 2 ms between values a storage derives from one "now"
 // and 2 s between the database's clock and the test's, so the database must
@@ -63,6 +66,16 @@ type Harness[TTx any] struct {
 	New func(t *testing.T) storage.Storage[TTx]
 	// Concurrent is the number of goroutines the concurrency tests use (0 means 8).
 	Concurrent int
+	// NoTransactions, when not empty, says why the storages cannot run
+	// multi-document transactions (for example a MongoDB server that is no
+	// replica set). The subtests that need Begin are then skipped with this
+	// reason, and those that only use a transaction for some of their rows
+	// store them without one.
+	NoTransactions string
+	// Skip names subtests (as in Storage/<name>) to skip, with the reason,
+	// for a test server that cannot run them (too slow for their
+	// deadlines, for example).
+	Skip map[string]string
 }
 
 // DefaultConcurrent is the number of goroutines of the concurrency tests
@@ -112,50 +125,62 @@ func Run[TTx any](t *testing.T, h Harness[TTx]) {
 	tests := []struct {
 		name string
 		fn   func(*testing.T, *env[TTx])
+		tx   bool // needs transactions
 	}{
-		{"InsertPublished", testInsertPublished[TTx]},
-		{"InsertPublishedOne", testInsertPublishedOne[TTx]},
-		{"InsertTxCommitRollback", testInsertTx[TTx]},
-		{"OutOfOrderCommits", testOutOfOrderCommits[TTx]},
-		{"OutOfOrderCommitsRandom", testOutOfOrderCommitsRandom[TTx]},
-		{"ConcurrentClaimers", testConcurrentClaimers[TTx]},
-		{"ClaimVersionLimitOrder", testClaimVersionLimitOrder[TTx]},
-		{"ClaimTables", testClaimTables[TTx]},
-		{"Lease", testLease[TTx]},
-		{"Reschedule", testReschedule[TTx]},
-		{"Outcomes", testOutcomes[TTx]},
-		{"OutcomeRetry", testOutcomeRetry[TTx]},
-		{"SetOutcomesTx", testSetOutcomesTx[TTx]},
-		{"SetOutcomesTxConcurrent", testSetOutcomesTxConcurrent[TTx]},
-		{"Delayed", testDelayed[TTx]},
-		{"ReceivedDedup", testReceivedDedup[TTx]},
-		{"ReceivedDedupConcurrent", testReceivedDedupConcurrent[TTx]},
-		{"ReceivedBatch", testReceivedBatch[TTx]},
-		{"ReceivedBatchAtomic", testReceivedBatchAtomic[TTx]},
-		{"ReceivedBatchConcurrent", testReceivedBatchConcurrent[TTx]},
-		{"DeleteExpired", testDeleteExpired[TTx]},
-		{"ListPaging", testListPaging[TTx]},
-		{"ListFilters", testListFilters[TTx]},
-		{"ListLiteralPatterns", testListLiteralPatterns[TTx]},
-		{"GetRoundTrip", testGetRoundTrip[TTx]},
-		{"GetNotFound", testGetNotFound[TTx]},
-		{"Counts", testCounts[TTx]},
-		{"Delete", testDelete[TTx]},
-		{"Migrate", testMigrate[TTx]},
-		{"Content", testContent[TTx]},
-		{"Notifier", testNotifier[TTx]},
-		{"Namer", testNamer[TTx]},
+		{name: "InsertPublished", fn: testInsertPublished[TTx]},
+		{name: "InsertPublishedOne", fn: testInsertPublishedOne[TTx]},
+		{name: "InsertTxCommitRollback", fn: testInsertTx[TTx], tx: true},
+		{name: "OutOfOrderCommits", fn: testOutOfOrderCommits[TTx], tx: true},
+		{name: "OutOfOrderCommitsRandom", fn: testOutOfOrderCommitsRandom[TTx], tx: true},
+		{name: "ConcurrentClaimers", fn: testConcurrentClaimers[TTx]},
+		{name: "ClaimVersionLimitOrder", fn: testClaimVersionLimitOrder[TTx]},
+		{name: "ClaimTables", fn: testClaimTables[TTx]},
+		{name: "Lease", fn: testLease[TTx]},
+		{name: "Reschedule", fn: testReschedule[TTx]},
+		{name: "Outcomes", fn: testOutcomes[TTx]},
+		{name: "OutcomeRetry", fn: testOutcomeRetry[TTx]},
+		{name: "SetOutcomesTx", fn: testSetOutcomesTx[TTx], tx: true},
+		{name: "SetOutcomesTxConcurrent", fn: testSetOutcomesTxConcurrent[TTx], tx: true},
+		{name: "Delayed", fn: testDelayed[TTx]},
+		{name: "ReceivedDedup", fn: testReceivedDedup[TTx]},
+		{name: "ReceivedDedupConcurrent", fn: testReceivedDedupConcurrent[TTx]},
+		{name: "ReceivedBatch", fn: testReceivedBatch[TTx]},
+		{name: "ReceivedBatchAtomic", fn: testReceivedBatchAtomic[TTx]},
+		{name: "ReceivedBatchConcurrent", fn: testReceivedBatchConcurrent[TTx]},
+		{name: "DeleteExpired", fn: testDeleteExpired[TTx]},
+		{name: "ListPaging", fn: testListPaging[TTx]},
+		{name: "ListFilters", fn: testListFilters[TTx]},
+		{name: "ListLiteralPatterns", fn: testListLiteralPatterns[TTx]},
+		{name: "GetRoundTrip", fn: testGetRoundTrip[TTx]},
+		{name: "GetNotFound", fn: testGetNotFound[TTx]},
+		{name: "Counts", fn: testCounts[TTx]},
+		{name: "Delete", fn: testDelete[TTx]},
+		{name: "Migrate", fn: testMigrate[TTx]},
+		{name: "Content", fn: testContent[TTx]},
+		{name: "Notifier", fn: testNotifier[TTx]},
+		{name: "Namer", fn: testNamer[TTx]},
+		{name: "Leaser", fn: testLeaser[TTx]},
+		{name: "Backlog", fn: testBacklog[TTx]},
+		{name: "Pinger", fn: testPinger[TTx]},
+		{name: "ReceivedExists", fn: testReceivedExists[TTx]},
+		{name: "ReceivedWithOutcome", fn: testReceivedWithOutcome[TTx]},
 	}
 	// The group makes Run wait for its parallel subtests.
 	t.Run("Storage", func(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
+				if reason, ok := h.Skip[tc.name]; ok {
+					t.Skip(reason)
+				}
+				if tc.tx && h.NoTransactions != "" {
+					t.Skip("needs transactions: " + h.NoTransactions)
+				}
 				t.Parallel()
 				ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 				defer cancel()
 				s := h.New(t)
 				require.NotNil(t, s, "Harness.New returned nil")
-				tc.fn(t, &env[TTx]{t: t, ctx: ctx, s: s, ids: ids, concurrent: h.Concurrent})
+				tc.fn(t, &env[TTx]{t: t, ctx: ctx, s: s, ids: ids, concurrent: h.Concurrent, noTx: h.NoTransactions != ""})
 			})
 		}
 	})
@@ -168,6 +193,7 @@ type env[TTx any] struct {
 	s          storage.Storage[TTx]
 	ids        *message.IDGenerator
 	concurrent int
+	noTx       bool // the storage has no transactions
 }
 
 // rec returns a fresh Published row with a unique id.
@@ -295,6 +321,20 @@ func (e *env[TTx]) inTx(fn func(tx TTx) error) error {
 		return errors.Join(err, e.s.Rollback(e.ctx, tx))
 	}
 	return e.s.Commit(e.ctx, tx)
+}
+
+// insertTx stores r with InsertPublishedTx in a transaction of its own and
+// checks the values stored, or with InsertPublished when the storage has no
+// transactions.
+func (e *env[TTx]) insertTx(r *storage.Record) {
+	e.t.Helper()
+	if e.noTx {
+		e.insert(r)
+		return
+	}
+	before := time.Now()
+	require.NoError(e.t, e.inTx(func(tx TTx) error { return e.s.InsertPublishedTx(e.ctx, tx, []*storage.Record{r}) }))
+	e.requireInsertedTx(r, before, time.Now())
 }
 
 // requireInsertedTx checks the values the storage filled in for a row

@@ -60,6 +60,17 @@ type Transport struct {
 	routes map[string][]*queue
 }
 
+// Check implements transport.Checker: it fails only once the broker is
+// closed.
+func (t *Transport) Check(context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return transport.ErrClosed
+	}
+	return nil
+}
+
 // New returns an empty broker.
 func New() *Transport {
 	return &Transport{

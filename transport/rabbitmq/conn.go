@@ -261,3 +261,19 @@ func unavailable(op string, err error) error {
 	}
 	return fmt.Errorf("rabbitmq: %s: %w", op, err)
 }
+
+// check reports whether the connection is up and not blocked by the broker.
+func (m *connManager) check() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.conn != nil && m.blocked != "":
+		return fmt.Errorf("%w: the broker blocked the %s connection: %s", transport.ErrUnavailable, m.role, m.blocked)
+	case m.conn != nil && !m.conn.IsClosed():
+		return nil
+	case m.lastErr != nil:
+		return fmt.Errorf("%w: %s connection: %v", transport.ErrUnavailable, m.role, m.lastErr)
+	default:
+		return fmt.Errorf("%w: %s connection not open", transport.ErrUnavailable, m.role)
+	}
+}

@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/transport"
+	"github.com/go-cap/cap/transport/transporttest"
 )
 
 var (
@@ -142,43 +141,19 @@ func subscribe(t testing.TB, tr transport.Transport, topics ...string) (transpor
 	return c, group
 }
 
-var idCounter atomic.Int64
-
 // newMessage returns a message with CAP's publish headers for topic.
 func newMessage(topic, body string) *message.Message {
-	id := strconv.FormatInt(time.Now().UnixNano()+idCounter.Add(1), 10)
-	return &message.Message{
-		Headers: message.Headers{
-			message.HeaderCallbackName:        "",
-			message.HeaderMessageID:           id,
-			message.HeaderCorrelationID:       id,
-			message.HeaderCorrelationSequence: "0",
-			message.HeaderMessageName:         topic,
-			message.HeaderType:                "String",
-			message.HeaderSentTime:            message.FormatSentTime(time.Now()),
-		},
-		Body: []byte(body),
-	}
+	return transporttest.Message(topic, []byte(body))
 }
 
 // receive returns the next delivery or fails the test after timeout.
 func receive(t testing.TB, c transport.Consumer, timeout time.Duration) transport.Delivery {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	d, err := c.Receive(ctx)
-	require.NoError(t, err)
-	return d
+	return transporttest.Receive(t, c, timeout)
 }
 
 // requireNothing asserts that no delivery arrives within wait.
 func requireNothing(t testing.TB, c transport.Consumer, wait time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	d, err := c.Receive(ctx)
-	if err == nil {
-		t.Fatalf("unexpected delivery: topic %q, headers %v", d.Topic(), d.Message().Headers)
-	}
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+	transporttest.RequireNothing(t, c, wait)
 }

@@ -36,6 +36,7 @@
 package rabbitmq
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 
@@ -87,6 +88,20 @@ func New(cfg Config) (*Transport, error) {
 
 // Name implements transport.Namer.
 func (t *Transport) Name() string { return "RabbitMQ" }
+
+// Check implements transport.Checker: both connections (publish and
+// consume) are open and not blocked by the broker.
+func (t *Transport) Check(context.Context) error {
+	select {
+	case <-t.closed:
+		return transport.ErrClosed
+	default:
+	}
+	if err := t.publishConns.check(); err != nil {
+		return err
+	}
+	return t.consumeConns.check()
+}
 
 // Exchange returns the name of the exchange the transport publishes to.
 func (t *Transport) Exchange() string { return t.exchange }
