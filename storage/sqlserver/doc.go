@@ -1,0 +1,67 @@
+// Package sqlserver keeps the bus's Published and Received tables in SQL
+// Server, through database/sql and github.com/microsoft/go-mssqldb. New
+// returns a storage.Storage[*sql.Tx]: business code publishes in a *sql.Tx
+// of the same database.
+//
+// # Tables
+//
+// The tables are CAP's (schema "cap" by default, Options.Schema):
+// [cap].[Published] and [cap].[Received] with CAP's columns (nvarchar,
+// nvarchar(max) Content, datetime2(7) times) and primary keys
+// ([PK_cap.Published]), plus a [NextAttemptAt] column (when the row is next
+// due: the claim lease) and, on Received, [MessageId] with a unique index
+// on ([MessageId], [Group]) that de-duplicates deliveries. It is filtered
+// (WHERE [MessageId] IS NOT NULL), since SQL Server's unique indexes count
+// NULLs as equal and CAP's rows have none. MessageId has a binary
+// collation, so ids compare exactly; Group is CAP's column and compares in
+// the database's collation (case-insensitive by default, trailing spaces
+// ignored), so two groups differing only in case count as one there. All
+// times are UTC
+// (SYSUTCDATETIME()), and due times are compared with the database's
+// clock.
+//
+// Migrate creates what is missing (IF SCHEMA_ID / OBJECT_ID / COL_LENGTH
+// ... IS NULL, indexes checked in sys.indexes) in one transaction holding
+// an application lock (sp_getapplock), so several instances may start at
+// once. On a database created by DotNetCore.CAP it adds the columns and
+// indexes and makes CAP's pending rows (Scheduled or Failed below 50
+// retries, Delayed, Queued) due. CAP's Lock table and its
+// (Version, ExpiresAt, StatusName) index are left alone.
+//
+// Indexes: a filtered index on ([Version], [NextAttemptAt]) holds only the
+// rows still to be attempted, for the claims; CAP's
+// ([ExpiresAt], [StatusName]) serves the collector's deletes (created
+// filtered, WHERE [ExpiresAt] IS NOT NULL); ([StatusName], [Added]) serves
+// the dashboard's status pages and counts. The filtered indexes need
+// ANSI_NULLS and QUOTED_IDENTIFIER ON in the sessions that write the
+// tables, which is how go-mssqldb and SqlClient connect.
+//
+// # Claims and outcomes
+//
+// Claim leases due rows with one statement: an UPDATE through a CTE that
+// selects the TOP (n) due rows in due order WITH (ROWLOCK, READPAST,
+// UPDLOCK), so concurrent instances skip each other's rows and rows of
+// uncommitted transactions, and OUTPUT returns the leased rows. A crashed
+// instance's rows come back when their lease ends. The collector deletes
+// with DELETE TOP (n) ... WITH (ROWLOCK, READPAST).
+//
+// Received rows are inserted with INSERT ... SELECT ... WHERE NOT EXISTS
+// under UPDLOCK, HOLDLOCK, so concurrent deliveries of one message wait for
+// each other instead of failing on the unique index. Batches of rows,
+// outcomes and ids are multi-row statements; SQL Server takes at most
+// 2,100 parameters in a request, so a batch larger than one statement
+// holds (262 published rows, 209 received rows, 262 outcomes, 2,097 or
+// 2,098 ids) is split into several statements in one transaction. Work in a
+// transaction of its own is run again when SQL Server chose it as a
+// deadlock victim (error 1205).
+//
+// The bus finds rows committed with a plain tx.Commit by polling: this
+// storage has no notifications.
+//
+// # Tests
+//
+// No SQL Server runs where this package is developed. The unit tests check
+// the text and arguments of every statement; the conformance suite
+// (storagetest) and the bus tests run against the server whose DSN is in
+// CAP_TEST_SQLSERVER and are skipped without it.
+package sqlserver
