@@ -1,0 +1,114 @@
+package mongodb_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/go-cap/cap"
+	"github.com/go-cap/cap/storage"
+	memtr "github.com/go-cap/cap/transport/memory"
+)
+
+type order struct {
+	N int `json:"n"`
+}
+
+// TestBusOncePerGroup: 2,000 messages published without a transaction
+// from 8 goroutines are each handled exactly once by each of two groups.
+func TestBusOncePerGroup(t *testing.T) {
+	if ferret {
+		t.Skip("the embedded FerretDB 1.24 (SQLite) stalls past the driver's 30 s timeout under the bus's load; run with CAP_TEST_MONGO")
+	}
+	const writers = 8
+	total := 2000
+	ctx := context.Background()
+	c := connect(t)
+	store := newStore(t, c)
+	tr := memtr.New()
+	t.Cleanup(func() { _ = tr.Close() })
+	wid := int64(3)
+	bus, err := cap.New(store, tr, cap.Options{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), WorkerID: &wid,
+		PollInterval: 500 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	var mu sync.Mutex
+	counts := map[string]map[int]int{}
+	for _, g := range []string{"billing", "shipping"} {
+		require.NoError(t, cap.Subscribe(bus, "order.created", g, func(ctx context.Context, m cap.Msg[order]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if counts[m.Group] == nil {
+				counts[m.Group] = map[int]int{}
+			}
+			counts[m.Group][m.Payload.N]++
+			return nil
+		}))
+	}
+	require.NoError(t, bus.Start(ctx))
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = bus.Shutdown(sctx)
+	})
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for {
+				n := int(next.Add(1))
+				if n > total {
+					return
+				}
+				if err := bus.Publish(ctx, "order.created", order{N: n}); err != nil {
+					t.Errorf("publish %d: %v", n, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		mu.Lock()
+		done := len(counts["billing.v1"]) == total && len(counts["shipping.v1"]) == total
+		mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every message handled by both groups in time: billing %d, shipping %d", len(counts["billing.v1"]), len(counts["shipping.v1"]))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Let the outcomes settle; then every row Succeeded once.
+	for {
+		pc, err := store.Counts(ctx, storage.Published)
+		require.NoError(t, err)
+		rc, err := store.Counts(ctx, storage.Received)
+		require.NoError(t, err)
+		if pc[storage.StatusSucceeded] == int64(total) && rc[storage.StatusSucceeded] == int64(2*total) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rows not all Succeeded: published %v, received %v", pc, rc)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for g, m := range counts {
+		for n, k := range m {
+			if k != 1 {
+				t.Errorf("%s handled order %d %d times", g, n, k)
+			}
+		}
+	}
+}
