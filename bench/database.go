@@ -44,6 +44,9 @@ type database[TTx any] struct {
 // busStore is the storage the bus runs on.
 func (db *database[TTx]) busStore() storage.Storage[TTx] {
 	if db.stats != nil {
+		if _, ok := db.store.(storage.ReceivedChecker); ok {
+			return checkedStatStore[TTx]{db.stats}
+		}
 		return db.stats
 	}
 	return db.store

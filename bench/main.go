@@ -55,9 +55,9 @@ import (
 // does not have yet.
 var (
 	storages        = []string{"postgres", "sqlite"}
-	futureStorages  = []string{"mysql", "sqlserver", "mongodb"}
+	futureStorages  = []string{"mongodb"}
 	transports      = []string{"memory"}
-	futureTransport = []string{"kafka", "nats", "redis"}
+	futureTransport = []string{}
 )
 
 // serverFlags are the flags that locate a backend's server, added by the

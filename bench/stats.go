@@ -73,6 +73,15 @@ func (s *statStore[TTx]) Notifications(ctx context.Context) (<-chan struct{}, er
 	return ch, nil
 }
 
+// checkedStatStore is a statStore over a storage.ReceivedChecker, which it
+// passes on: the wrapper must not change the path the bus takes.
+type checkedStatStore[TTx any] struct{ *statStore[TTx] }
+
+func (s checkedStatStore[TTx]) ReceivedExists(ctx context.Context, keys []storage.ReceivedKey) ([]bool, error) {
+	defer s.count("ReceivedExists", len(keys), time.Now())
+	return s.Storage.(storage.ReceivedChecker).ReceivedExists(ctx, keys)
+}
+
 func (s *statStore[TTx]) InsertPublished(ctx context.Context, recs []*storage.Record) error {
 	defer s.count("InsertPublished", len(recs), time.Now())
 	return s.Storage.InsertPublished(ctx, recs)
