@@ -5,6 +5,7 @@ package faulttest_test
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -43,6 +44,11 @@ type env struct {
 	pgVer   string
 
 	brokers map[string]brokerSide // opened by broker, by transport name
+
+	// MariaDB, for the mariadb- scenarios (storage_mariadb_test.go).
+	mysqlDSN string
+	my       *sql.DB // opened by mariadb on first use
+	myErr    error
 }
 
 // brokerSide is what the harness needs of a transport's broker besides the
@@ -121,10 +127,11 @@ func getenv(key, def string) string {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{
-		t:       t,
-		dsn:     getenv("CAP_TEST_POSTGRES", defaultDSN),
-		keep:    os.Getenv("CAP_FAULT_KEEP") != "",
-		brokers: map[string]brokerSide{},
+		t:        t,
+		dsn:      getenv("CAP_TEST_POSTGRES", defaultDSN),
+		keep:     os.Getenv("CAP_FAULT_KEEP") != "",
+		mysqlDSN: getenv("CAP_TEST_MYSQL", defaultMySQLDSN),
+		brokers:  map[string]brokerSide{},
 	}
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
@@ -272,6 +279,9 @@ func (e *env) ensureUp() error {
 	if err := e.waitPostgres(time.Second); err != nil {
 		_ = e.pgctl("start")
 		errs = append(errs, e.waitPostgres(reachTimeout))
+	}
+	if e.my != nil {
+		errs = append(errs, e.ensureMariaDB())
 	}
 	return errors.Join(errs...)
 }

@@ -23,10 +23,11 @@ const shortLength = 15 * time.Second
 type scenario struct {
 	name      string
 	transport string // "" is RabbitMQ
+	storage   string // "" is PostgreSQL; "mysql" is MariaDB (storage_mariadb_test.go)
 	instances int
 	rate      float64 // orders per second per producer
 	length    time.Duration
-	restarts  bool // restarts PostgreSQL or the broker
+	restarts  bool // restarts the database or the broker
 	// crashes: a consumer is killed or the database restarts, the only
 	// causes for which the plain handler may run twice.
 	crashes bool
@@ -157,10 +158,16 @@ func runScenario(t *testing.T, e *env, sc scenario, seed uint64) string {
 		tr = "rabbitmq"
 	}
 	broker := e.broker(t, tr)
-	if sc.restarts {
+	switch {
+	case sc.storage == "mysql":
+		e.mariadb(t) // skips (fails in CI) when MariaDB is unreachable
+		if sc.restarts {
+			e.needMariaDBRestart(t)
+		}
+	case sc.restarts:
 		e.needRestart(t, broker)
 	}
-	w := e.newWorld(t, sc.name, broker, sc.instances, sc.rate, seed)
+	w := e.newWorld(t, sc.name, sc.storage, broker, sc.instances, sc.rate, seed)
 	w.start()
 	ctx, cancel := context.WithTimeout(context.Background(), sc.length)
 	defer cancel()

@@ -1,7 +1,7 @@
 // Package faulttest is the fault-injection harness of the bus: it runs real
 // producer and consumer processes (cmd/producer, cmd/consumer) against
-// PostgreSQL and RabbitMQ, kills them with SIGKILL, restarts the broker and
-// the database under them, and then checks that every committed message was
+// PostgreSQL (or MySQL/MariaDB, -storage mysql) and RabbitMQ, kills them
+// with SIGKILL, restarts the broker and the database under them, and then checks that every committed message was
 // handled, that no rolled-back one was, and that the transactional handler's
 // effect happened exactly once.
 //
@@ -15,6 +15,7 @@ package faulttest
 
 import (
 	"context"
+	"database/sql"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/go-cap/cap"
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/storage"
+	"github.com/go-cap/cap/storage/mysql"
 	"github.com/go-cap/cap/storage/postgres"
 	"github.com/go-cap/cap/transport"
 	"github.com/go-cap/cap/transport/rabbitmq"
@@ -66,11 +68,12 @@ const Ready = "READY"
 
 // Config is what both programs are told on their command line.
 type Config struct {
-	DSN       string // PostgreSQL
+	Storage   string // "postgres" (default) or "mysql"
+	DSN       string // PostgreSQL URL, or MySQL DSN with -storage mysql
 	Transport string // a name RegisterTransport knows: "rabbitmq" (default), ...
 	AMQP      string // RabbitMQ
 	Broker    string // the address of any other transport's broker
-	Schema    string // cap tables and business tables
+	Schema    string // cap tables and business tables (MySQL: their prefix)
 	Prefix    string // exchange, group and topic prefix: the run's own names
 	Instance  string // instance name, recorded with each handling
 	WorkerID  int64  // snowflake worker id, distinct per process
@@ -80,7 +83,8 @@ type Config struct {
 
 // Flags registers the configuration's flags on fs.
 func (c *Config) Flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.DSN, "dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL connection string")
+	fs.StringVar(&c.Storage, "storage", "postgres", "storage: postgres or mysql")
+	fs.StringVar(&c.DSN, "dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL connection string, or MySQL DSN")
 	fs.StringVar(&c.Transport, "transport", "rabbitmq", "transport: a name RegisterTransport knows")
 	fs.StringVar(&c.Broker, "broker", "", "address of the broker of a transport other than rabbitmq")
 	fs.StringVar(&c.AMQP, "amqp", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
@@ -99,6 +103,9 @@ func (c *Config) Check() error {
 	}
 	if c.Prefix == "" {
 		return fmt.Errorf("faulttest: -prefix is required")
+	}
+	if c.Storage != "postgres" && c.Storage != "mysql" {
+		return fmt.Errorf("faulttest: unknown -storage %q", c.Storage)
 	}
 	if _, ok := transports[c.Transport]; !ok {
 		return fmt.Errorf("faulttest: unknown -transport %q", c.Transport)
@@ -163,37 +170,147 @@ func CreateTables(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 // outages the harness causes (a message that gives up counts as lost).
 var Retry = retry.CAP{MaxRetries: 1000, Interval: 500 * time.Millisecond}
 
-// Connect opens the pool, the storage and the transport of a program.
-func (c *Config) Connect(ctx context.Context, log *slog.Logger) (*pgxpool.Pool, *postgres.Store[pgx.Tx], transport.Transport, error) {
+// DB is a program's database: the bus's storage and the business
+// statements, for the storage's transaction type.
+type DB[TTx any] struct {
+	Store storage.Storage[TTx]
+	Close func()
+	// NextOrder takes the next order number in tx, from a sequence: the
+	// number of a rolled-back transaction is not used again.
+	NextOrder func(ctx context.Context, tx TTx) (int64, error)
+	// InsertOrder records the business row of order n in tx.
+	InsertOrder func(ctx context.Context, tx TTx, n int64, producer, via string) error
+	// RecordRollback records, on its own, that order n was rolled back.
+	RecordRollback func(ctx context.Context, n int64) error
+	// RecordHandled records a handling on its own, RecordHandledTx in tx.
+	RecordHandled   func(ctx context.Context, n int64, group, instance, msgID string) error
+	RecordHandledTx func(ctx context.Context, tx TTx, n int64, group, instance, msgID string) error
+}
+
+// ConnectPostgres opens the pool and the storage of a program.
+func (c *Config) ConnectPostgres(ctx context.Context, log *slog.Logger) (*DB[pgx.Tx], error) {
 	pcfg, err := pgxpool.ParseConfig(c.DSN)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	pcfg.MaxConns = 12
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	store, err := postgres.New(pool, postgres.Options{Schema: c.Schema, Logger: log})
 	if err != nil {
 		pool.Close()
-		return nil, nil, nil, err
+		return nil, err
 	}
+	record := `INSERT INTO ` + Table(c.Schema, "handled") + ` (n, grp, instance, msg_id) VALUES ($1, $2, $3, $4)`
+	return &DB[pgx.Tx]{
+		Store: store,
+		Close: pool.Close,
+		NextOrder: func(ctx context.Context, tx pgx.Tx) (int64, error) {
+			var n int64
+			err := tx.QueryRow(ctx, `SELECT nextval('`+Table(c.Schema, "order_n")+`')`).Scan(&n)
+			return n, err
+		},
+		InsertOrder: func(ctx context.Context, tx pgx.Tx, n int64, producer, via string) error {
+			_, err := tx.Exec(ctx, `INSERT INTO `+Table(c.Schema, "orders")+` (n, producer, via) VALUES ($1, $2, $3)`,
+				n, producer, via)
+			return err
+		},
+		RecordRollback: func(ctx context.Context, n int64) error {
+			_, err := pool.Exec(ctx, `INSERT INTO `+Table(c.Schema, "rolled_back")+` (n) VALUES ($1)`, n)
+			return err
+		},
+		RecordHandled: func(ctx context.Context, n int64, group, instance, msgID string) error {
+			_, err := pool.Exec(ctx, record, n, group, instance, msgID)
+			return err
+		},
+		RecordHandledTx: func(ctx context.Context, tx pgx.Tx, n int64, group, instance, msgID string) error {
+			_, err := tx.Exec(ctx, record, n, group, instance, msgID)
+			return err
+		},
+	}, nil
+}
+
+// MySQLTable returns the name of a business table of a MySQL run: the
+// prefix of the run's cap tables, an underscore and the name.
+func MySQLTable(prefix, name string) string { return "`" + prefix + "_" + name + "`" }
+
+// CreateTablesMySQL creates the business tables of CreateTables in MySQL,
+// beside the cap tables of the prefix; order_n is an AUTO_INCREMENT table
+// standing for the sequence.
+func CreateTablesMySQL(ctx context.Context, db *sql.DB, prefix string) error {
+	for _, stmt := range []string{
+		`CREATE TABLE IF NOT EXISTS ` + MySQLTable(prefix, "order_n") + ` (n bigint AUTO_INCREMENT PRIMARY KEY) ENGINE=InnoDB`,
+		`CREATE TABLE IF NOT EXISTS ` + MySQLTable(prefix, "orders") + ` (n bigint PRIMARY KEY, producer varchar(50) NOT NULL,
+			via varchar(20) NOT NULL, at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB`,
+		`CREATE TABLE IF NOT EXISTS ` + MySQLTable(prefix, "rolled_back") + ` (n bigint PRIMARY KEY) ENGINE=InnoDB`,
+		`CREATE TABLE IF NOT EXISTS ` + MySQLTable(prefix, "handled") + ` (n bigint NOT NULL, grp varchar(50) NOT NULL,
+			instance varchar(50) NOT NULL, msg_id varchar(100) NOT NULL, at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+			INDEX handled_n (grp, n)) ENGINE=InnoDB`,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("faulttest: create tables: %w", err)
+		}
+	}
+	return nil
+}
+
+// ConnectMySQL opens the *sql.DB and the storage of a program.
+func (c *Config) ConnectMySQL(_ context.Context, log *slog.Logger) (*DB[*sql.Tx], error) {
+	db, err := mysql.Open(c.DSN)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(12)
+	db.SetMaxIdleConns(12)
+	store, err := mysql.New(db, mysql.Options{TableNamePrefix: c.Schema, Logger: log})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	record := `INSERT INTO ` + MySQLTable(c.Schema, "handled") + ` (n, grp, instance, msg_id) VALUES (?, ?, ?, ?)`
+	return &DB[*sql.Tx]{
+		Store: store,
+		Close: func() { _ = db.Close() },
+		NextOrder: func(ctx context.Context, tx *sql.Tx) (int64, error) {
+			res, err := tx.ExecContext(ctx, `INSERT INTO `+MySQLTable(c.Schema, "order_n")+` () VALUES ()`)
+			if err != nil {
+				return 0, err
+			}
+			return res.LastInsertId()
+		},
+		InsertOrder: func(ctx context.Context, tx *sql.Tx, n int64, producer, via string) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO `+MySQLTable(c.Schema, "orders")+` (n, producer, via) VALUES (?, ?, ?)`,
+				n, producer, via)
+			return err
+		},
+		RecordRollback: func(ctx context.Context, n int64) error {
+			_, err := db.ExecContext(ctx, `INSERT INTO `+MySQLTable(c.Schema, "rolled_back")+` (n) VALUES (?)`, n)
+			return err
+		},
+		RecordHandled: func(ctx context.Context, n int64, group, instance, msgID string) error {
+			_, err := db.ExecContext(ctx, record, n, group, instance, msgID)
+			return err
+		},
+		RecordHandledTx: func(ctx context.Context, tx *sql.Tx, n int64, group, instance, msgID string) error {
+			_, err := tx.ExecContext(ctx, record, n, group, instance, msgID)
+			return err
+		},
+	}, nil
+}
+
+// OpenTransport opens the transport of a program.
+func (c *Config) OpenTransport(log *slog.Logger) (transport.Transport, error) {
 	open, ok := transports[c.Transport]
 	if !ok {
-		pool.Close()
-		return nil, nil, nil, fmt.Errorf("faulttest: unknown -transport %q", c.Transport)
+		return nil, fmt.Errorf("faulttest: unknown -transport %q", c.Transport)
 	}
-	tr, err := open(c, log)
-	if err != nil {
-		pool.Close()
-		return nil, nil, nil, err
-	}
-	return pool, store, tr, nil
+	return open(c, log)
 }
 
 // NewBus returns the bus of a program.
-func (c *Config) NewBus(store *postgres.Store[pgx.Tx], tr transport.Transport, log *slog.Logger) (*cap.Bus[pgx.Tx], error) {
+func NewBus[TTx any](c *Config, store storage.Storage[TTx], tr transport.Transport, log *slog.Logger) (*cap.Bus[TTx], error) {
 	wid := c.WorkerID
 	return cap.New(store, tr, cap.Options{
 		GroupNamePrefix: c.Prefix,

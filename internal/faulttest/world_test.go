@@ -3,6 +3,7 @@
 package faulttest_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -25,12 +26,13 @@ const quietTimeout = 2 * time.Minute
 // world is one scenario's system: its schema, its queues and exchange, and
 // its producer and consumer instances.
 type world struct {
-	t      *testing.T
-	e      *env
-	broker brokerSide
-	name   string
-	schema string
-	prefix string
+	t       *testing.T
+	e       *env
+	broker  brokerSide
+	name    string
+	storage string // "" (PostgreSQL) or "mysql"
+	schema  string // PostgreSQL schema, or MySQL table prefix
+	prefix  string
 
 	producers []*proc
 	consumers []*proc
@@ -42,21 +44,28 @@ type world struct {
 	events map[string]int // faults injected, by kind
 }
 
-func (e *env) newWorld(t *testing.T, name string, broker brokerSide, instances int, rate float64, seed uint64) *world {
+func (e *env) newWorld(t *testing.T, name, storage string, broker brokerSide, instances int, rate float64, seed uint64) *world {
 	t.Helper()
 	w := &world{
-		t:      t,
-		e:      e,
-		broker: broker,
-		name:   name,
-		schema: "faulttest_" + e.run + "_" + strings.ReplaceAll(name, "-", "_"),
-		prefix: "faulttest-" + e.run + "-" + name,
-		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		events: map[string]int{},
+		t:       t,
+		e:       e,
+		broker:  broker,
+		name:    name,
+		storage: storage,
+		schema:  "faulttest_" + e.run + "_" + strings.ReplaceAll(name, "-", "_"),
+		prefix:  "faulttest-" + e.run + "-" + name,
+		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		events:  map[string]int{},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, faulttest.CreateTables(ctx, e.pool, w.schema))
+	dsn := e.dsn
+	if storage == "mysql" {
+		dsn = e.mysqlDSN
+		require.NoError(t, faulttest.CreateTablesMySQL(ctx, e.mariadb(t), w.schema))
+	} else {
+		require.NoError(t, faulttest.CreateTables(ctx, e.pool, w.schema))
+	}
 	queues := []string{w.prefix + "." + faulttest.GroupPlain + ".v1", w.prefix + "." + faulttest.GroupInbox + ".v1"}
 	t.Cleanup(func() {
 		// Programs first: they must not see their tables vanish.
@@ -70,7 +79,11 @@ func (e *env) newWorld(t *testing.T, name string, broker brokerSide, instances i
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := e.pool.Exec(ctx, `DROP SCHEMA IF EXISTS "`+w.schema+`" CASCADE`); err != nil {
+		if storage == "mysql" {
+			if err := w.dropMySQL(ctx); err != nil {
+				t.Errorf("drop tables %s: %v", w.schema, err)
+			}
+		} else if _, err := e.pool.Exec(ctx, `DROP SCHEMA IF EXISTS "`+w.schema+`" CASCADE`); err != nil {
 			t.Errorf("drop schema %s: %v", w.schema, err)
 		}
 		if err := w.broker.cleanup(w.prefix, queues, w.prefix+"."+faulttest.Topic); err != nil {
@@ -78,7 +91,7 @@ func (e *env) newWorld(t *testing.T, name string, broker brokerSide, instances i
 		}
 	})
 	for i := range instances {
-		common := append([]string{"-dsn", e.dsn, "-schema", w.schema, "-prefix", w.prefix,
+		common := append([]string{"-storage", cmp.Or(storage, "postgres"), "-dsn", dsn, "-schema", w.schema, "-prefix", w.prefix,
 			"-instance", "i" + strconv.Itoa(i)}, broker.args()...)
 		c, err := newProc(fmt.Sprintf("consumer-%d", i), filepath.Join(e.bin, "consumer"),
 			filepath.Join(e.logDir, name+"-consumer-"+strconv.Itoa(i)+".log"),
@@ -244,6 +257,9 @@ func (w *world) table(name string) string { return faulttest.Table(w.schema, nam
 func (w *world) stats() (stats, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if w.storage == "mysql" {
+		return w.statsMySQL(ctx)
+	}
 	orders, handled, rolled := w.table("orders"), w.table("handled"), w.table("rolled_back")
 	both := `EXISTS (SELECT 1 FROM ` + handled + ` h WHERE h.grp = '` + faulttest.GroupPlain + `' AND h.n = o.n)
 		AND EXISTS (SELECT 1 FROM ` + handled + ` h WHERE h.grp = '` + faulttest.GroupInbox + `' AND h.n = o.n)`
@@ -274,6 +290,10 @@ func (w *world) stats() (stats, error) {
 func (w *world) explain() {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if w.storage == "mysql" {
+		w.explainMySQL(ctx)
+		return
+	}
 	queries := map[string]string{
 		"lost orders": `SELECT o.n, o.producer, o.via,
 				(SELECT string_agg(grp || '@' || instance, ',') FROM ` + w.table("handled") + ` h WHERE h.n = o.n),

@@ -21,8 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/go-cap/cap"
 	"github.com/go-cap/cap/internal/faulttest"
 )
@@ -46,27 +44,39 @@ func main() {
 }
 
 func run(ctx context.Context, cfg *faulttest.Config, log *slog.Logger) error {
-	pool, store, tr, err := cfg.Connect(ctx, log)
+	if cfg.Storage == "mysql" {
+		db, err := cfg.ConnectMySQL(ctx, log)
+		if err != nil {
+			return err
+		}
+		return consume(ctx, cfg, db, log)
+	}
+	db, err := cfg.ConnectPostgres(ctx, log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	return consume(ctx, cfg, db, log)
+}
+
+func consume[TTx any](ctx context.Context, cfg *faulttest.Config, db *faulttest.DB[TTx], log *slog.Logger) error {
+	defer db.Close()
+	tr, err := cfg.OpenTransport(log)
+	if err != nil {
+		return err
+	}
 	defer tr.Close()
-	bus, err := cfg.NewBus(store, tr, log)
+	bus, err := faulttest.NewBus(cfg, db.Store, tr, log)
 	if err != nil {
 		return err
 	}
-	record := `INSERT INTO ` + faulttest.Table(cfg.Schema, "handled") + ` (n, grp, instance, msg_id) VALUES ($1, $2, $3, $4)`
 	err = cap.Subscribe(bus, faulttest.Topic, faulttest.GroupPlain, func(ctx context.Context, m cap.Msg[faulttest.Order]) error {
-		_, err := pool.Exec(ctx, record, m.Payload.N, faulttest.GroupPlain, cfg.Instance, m.ID)
-		return err
+		return db.RecordHandled(ctx, m.Payload.N, faulttest.GroupPlain, cfg.Instance, m.ID)
 	})
 	if err != nil {
 		return err
 	}
-	err = cap.SubscribeTx(bus, faulttest.Topic, faulttest.GroupInbox, func(ctx context.Context, tx pgx.Tx, m cap.Msg[faulttest.Order]) error {
-		_, err := tx.Exec(ctx, record, m.Payload.N, faulttest.GroupInbox, cfg.Instance, m.ID)
-		return err
+	err = cap.SubscribeTx(bus, faulttest.Topic, faulttest.GroupInbox, func(ctx context.Context, tx TTx, m cap.Msg[faulttest.Order]) error {
+		return db.RecordHandledTx(ctx, tx, m.Payload.N, faulttest.GroupInbox, cfg.Instance, m.ID)
 	})
 	if err != nil {
 		return err

@@ -4,7 +4,8 @@
 // message commit together or not at all. One order in ten is rolled back on
 // purpose and its number recorded afterwards. Two orders in three go
 // through bus.InTx, the others through a plain tx.Commit (woken by
-// PostgreSQL's NOTIFY).
+// PostgreSQL's NOTIFY, or the poll on MySQL). -storage mysql runs it on
+// MySQL or MariaDB.
 //
 // It writes "READY" to its standard output once its bus has started, and
 // publishes until SIGTERM or SIGINT, then shuts the bus down. A failed start
@@ -23,9 +24,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/go-cap/cap"
 	"github.com/go-cap/cap/internal/faulttest"
@@ -58,13 +56,29 @@ func main() {
 }
 
 func run(ctx context.Context, cfg *faulttest.Config, rate float64, writers int, log *slog.Logger) error {
-	pool, store, tr, err := cfg.Connect(ctx, log)
+	if cfg.Storage == "mysql" {
+		db, err := cfg.ConnectMySQL(ctx, log)
+		if err != nil {
+			return err
+		}
+		return produce(ctx, cfg, db, rate, writers, log)
+	}
+	db, err := cfg.ConnectPostgres(ctx, log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	return produce(ctx, cfg, db, rate, writers, log)
+}
+
+func produce[TTx any](ctx context.Context, cfg *faulttest.Config, db *faulttest.DB[TTx], rate float64, writers int,
+	log *slog.Logger) error {
+	defer db.Close()
+	tr, err := cfg.OpenTransport(log)
+	if err != nil {
+		return err
+	}
 	defer tr.Close()
-	bus, err := cfg.NewBus(store, tr, log)
+	bus, err := faulttest.NewBus(cfg, db.Store, tr, log)
 	if err != nil {
 		return err
 	}
@@ -72,7 +86,7 @@ func run(ctx context.Context, cfg *faulttest.Config, rate float64, writers int, 
 		return fmt.Errorf("start: %w", err)
 	}
 	fmt.Println(faulttest.Ready)
-	p := &producer{cfg: cfg, pool: pool, bus: bus, log: log}
+	p := &producer[TTx]{cfg: cfg, db: db, bus: bus, log: log}
 
 	tokens := make(chan struct{})
 	go func() {
@@ -111,11 +125,11 @@ func run(ctx context.Context, cfg *faulttest.Config, rate float64, writers int, 
 	return nil
 }
 
-type producer struct {
-	cfg  *faulttest.Config
-	pool *pgxpool.Pool
-	bus  *cap.Bus[pgx.Tx]
-	log  *slog.Logger
+type producer[TTx any] struct {
+	cfg *faulttest.Config
+	db  *faulttest.DB[TTx]
+	bus *cap.Bus[TTx]
+	log *slog.Logger
 
 	mu                            sync.Mutex
 	committed, rolledBack, errors int
@@ -123,14 +137,14 @@ type producer struct {
 }
 
 // order runs one business transaction.
-func (p *producer) order(ctx context.Context) error {
+func (p *producer[TTx]) order(ctx context.Context) error {
 	var n int64
-	business := func(ctx context.Context, tx pgx.Tx, via string) error {
-		if err := tx.QueryRow(ctx, `SELECT nextval('`+faulttest.Table(p.cfg.Schema, "order_n")+`')`).Scan(&n); err != nil {
+	business := func(ctx context.Context, tx TTx, via string) error {
+		var err error
+		if n, err = p.db.NextOrder(ctx, tx); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO `+faulttest.Table(p.cfg.Schema, "orders")+` (n, producer, via) VALUES ($1, $2, $3)`,
-			n, p.cfg.Instance, via); err != nil {
+		if err := p.db.InsertOrder(ctx, tx, n, p.cfg.Instance, via); err != nil {
 			return err
 		}
 		if err := p.bus.PublishTx(ctx, tx, faulttest.Topic, faulttest.Order{N: n, Producer: p.cfg.Instance}); err != nil {
@@ -145,13 +159,13 @@ func (p *producer) order(ctx context.Context) error {
 	if rand.IntN(3) == 0 {
 		err = p.plain(ctx, business)
 	} else {
-		err = p.bus.InTx(ctx, func(ctx context.Context, tx pgx.Tx) error { return business(ctx, tx, "intx") })
+		err = p.bus.InTx(ctx, func(ctx context.Context, tx TTx) error { return business(ctx, tx, "intx") })
 	}
 	switch {
 	case errors.Is(err, errRollback):
 		// Recorded after the fact; a kill in between only leaves it out of
 		// the report, the checks do not depend on it.
-		if _, err := p.pool.Exec(ctx, `INSERT INTO `+faulttest.Table(p.cfg.Schema, "rolled_back")+` (n) VALUES ($1)`, n); err != nil {
+		if err := p.db.RecordRollback(ctx, n); err != nil {
 			return fmt.Errorf("record rollback of %d: %w", n, err)
 		}
 		p.count(&p.rolledBack)
@@ -164,27 +178,28 @@ func (p *producer) order(ctx context.Context) error {
 }
 
 // plain runs business in a transaction committed with tx.Commit, which the
-// bus does not see: PostgreSQL's notification wakes the dispatcher.
-func (p *producer) plain(ctx context.Context, business func(context.Context, pgx.Tx, string) error) error {
-	tx, err := p.pool.Begin(ctx)
+// bus does not see: PostgreSQL's notification wakes the dispatcher (MySQL:
+// its poll).
+func (p *producer[TTx]) plain(ctx context.Context, business func(context.Context, TTx, string) error) error {
+	tx, err := p.db.Store.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	if err := business(ctx, tx, "commit"); err != nil {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
+		_ = p.db.Store.Rollback(context.WithoutCancel(ctx), tx)
 		return err
 	}
-	return tx.Commit(ctx)
+	return p.db.Store.Commit(ctx, tx)
 }
 
-func (p *producer) count(c *int) {
+func (p *producer[TTx]) count(c *int) {
 	p.mu.Lock()
 	*c++
 	p.mu.Unlock()
 }
 
 // failed logs a failed transaction, at most once a second, and slows down.
-func (p *producer) failed(err error) {
+func (p *producer[TTx]) failed(err error) {
 	p.mu.Lock()
 	p.errors++
 	logIt := time.Since(p.lastLog) > time.Second
