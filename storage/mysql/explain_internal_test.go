@@ -145,6 +145,8 @@ func TestExplainPlans(t *testing.T) {
 			check{tbl.String() + " list scheduled by name", tq.list[filterStatus|filterName], []any{"Scheduled", "%topic.1%", 20, 0}},
 		)
 	}
+	checks = append(checks, check{"received exists", s.q.tables[storage.Received].exists(3),
+		[]any{"m1", "g1", "m2", "g2", "m-missing", "g1"}})
 	for _, c := range checks {
 		rs, err := db.QueryContext(ctx, `EXPLAIN `+c.query, c.args...)
 		require.NoError(t, err, c.name)

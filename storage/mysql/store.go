@@ -33,8 +33,9 @@ const (
 )
 
 // Store keeps CAP's published and received tables in MySQL or MariaDB. It
-// implements storage.Storage[*sql.Tx], storage.Notifier and storage.Namer,
-// and is safe for concurrent use.
+// implements storage.Storage[*sql.Tx], storage.Notifier, storage.Namer,
+// storage.Leaser, storage.Pinger, storage.BacklogReader and
+// storage.ReceivedChecker, and is safe for concurrent use.
 type Store struct {
 	db   *sql.DB
 	opts Options
