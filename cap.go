@@ -62,6 +62,7 @@ type Bus[TTx any] struct {
 	collector *cleanup.Collector // nil when disabled
 	tel       *telemetry.Telemetry
 	gauges    func() error // unregisters the outbox gauges
+	node      storage.Node // this instance, for its heartbeat
 
 	mu      sync.Mutex
 	state   int // 0 new, 1 running, 2 stopped
@@ -97,7 +98,7 @@ func New[TTx any](store storage.Storage[TTx], tr transport.Transport, opts Optio
 	if err != nil {
 		return nil, fmt.Errorf("%w: metrics: %w", ErrInvalidOptions, err)
 	}
-	b := &Bus[TTx]{store: store, tr: tr, opts: o, ids: ids, tel: tel}
+	b := &Bus[TTx]{store: store, tr: tr, opts: o, ids: ids, tel: tel, node: newNode(o.InstanceID, ids.Next())}
 	b.cfg = &engine.Config[TTx]{
 		Store: store, Transport: tr, Version: o.Version, Logger: o.Logger,
 		PollInterval: o.PollInterval, Lease: o.Lease, BatchSize: o.BatchSize, Senders: o.Senders,
@@ -173,7 +174,7 @@ func (b *Bus[TTx]) Start(ctx context.Context) error {
 		col := &cleanup.Collector{Store: b.store, Interval: b.opts.CollectorCleaningInterval, Logger: b.opts.Logger}
 		if l, ok := b.store.(storage.Leaser); ok {
 			// One instance of those on this database collects at a time.
-			col.Lease = &cleanup.Lease{Leaser: l, Owner: fmt.Sprintf("%s/%d", b.opts.InstanceID, b.ids.Next()),
+			col.Lease = &cleanup.Lease{Leaser: l, Owner: b.node.ID,
 				TTL: b.opts.Lease}
 		}
 		b.collector = col
@@ -192,6 +193,7 @@ func (b *Bus[TTx]) Start(ctx context.Context) error {
 		}
 		b.gauges = unreg
 	}
+	b.startHeartbeat(ctx, runCtx)
 	b.cancel = func() {
 		stopOnCtx()
 		cancel()
@@ -233,6 +235,7 @@ func (b *Bus[TTx]) Shutdown(ctx context.Context) error {
 	if b.gauges != nil {
 		_ = b.gauges()
 	}
+	b.removeNode(ctx)
 	if b.collector != nil {
 		// Another instance collects from its next try on.
 		if rerr := b.collector.Release(ctx); rerr != nil {

@@ -33,6 +33,7 @@ const (
 	DefaultSenders                    = 2
 	DefaultConsumerThreadCount        = 1
 	DefaultShutdownTimeout            = 10 * time.Second
+	DefaultHeartbeatInterval          = 15 * time.Second
 )
 
 // MessageKind says whether a failure was a send or a handler.
@@ -134,6 +135,11 @@ type Options struct {
 	// lease of Lease renewed every third of it: Shutdown hands it over at
 	// once, and the lease of an instance that died runs out.
 	CollectorCleaningInterval time.Duration
+	// HeartbeatInterval is how often a bus on a storage that implements
+	// storage.NodeRegistry (PostgreSQL, MySQL, SQLite, in-memory) records
+	// that it is alive, for Bus.Nodes and the dashboard's nodes. Defaults
+	// to 15 s; negative disables the heartbeat.
+	HeartbeatInterval time.Duration
 	// ShutdownTimeout bounds Shutdown when its context has no deadline.
 	// Defaults to 10 s.
 	ShutdownTimeout time.Duration
@@ -208,6 +214,9 @@ func (o Options) withDefaults() (Options, error) {
 		o.CollectorCleaningInterval = DefaultCollectorCleaningInterval
 	}
 	orDefault(&o.ShutdownTimeout, DefaultShutdownTimeout)
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
 	if o.Serializer == nil {
 		o.Serializer = message.JSON{}
 	}

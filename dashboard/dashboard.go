@@ -23,7 +23,6 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,12 +67,11 @@ type Options struct {
 }
 
 type handler[TTx any] struct {
-	bus   *cap.Bus[TTx]
-	opts  Options
-	mux   *http.ServeMux
-	rt    *realtime
-	hist  historyCache
-	start time.Time
+	bus  *cap.Bus[TTx]
+	opts Options
+	mux  *http.ServeMux
+	rt   *realtime
+	hist historyCache
 }
 
 // New returns the dashboard of bus as an http.Handler.
@@ -94,7 +92,7 @@ func New[TTx any](bus *cap.Bus[TTx], opts Options) (http.Handler, error) {
 	if opts.HistoryCacheFor <= 0 {
 		opts.HistoryCacheFor = time.Minute
 	}
-	h := &handler[TTx]{bus: bus, opts: opts, mux: http.NewServeMux(), rt: newRealtime(), start: time.Now()}
+	h := &handler[TTx]{bus: bus, opts: opts, mux: http.NewServeMux(), rt: newRealtime()}
 	h.rt.sample(statsOf(bus.Stats()))
 	m := h.mux
 	m.HandleFunc("GET /api/health", h.health)
@@ -241,28 +239,12 @@ type metaResp struct {
 	Polling  int64       `json:"pollingInterval"`
 }
 
-func libVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	if bi.Main.Path == "github.com/go-cap/cap" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	for _, d := range bi.Deps {
-		if d.Path == "github.com/go-cap/cap" {
-			return d.Version
-		}
-	}
-	return "devel"
-}
-
 func (h *handler[TTx]) meta(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	hl := h.bus.Health(ctx)
 	writeJSON(w, http.StatusOK, metaResp{
-		Cap:      nameVersion{Name: "CAP for Go", Version: libVersion()},
+		Cap:      nameVersion{Name: "CAP for Go", Version: cap.Version()},
 		Broker:   nameVersion{Name: hl.Transport.Name},
 		Storage:  nameVersion{Name: hl.Storage.Name},
 		ReadOnly: h.opts.ReadOnly, Polling: h.opts.PollingInterval.Milliseconds(),
@@ -563,11 +545,28 @@ type node struct {
 	Self     bool      `json:"self"`
 }
 
-// nodes reports this instance only: the storages keep no heartbeat yet.
+// nodes reports the instances whose heartbeat the storage saw recently
+// (Bus.Nodes), this one first; a storage without heartbeats gives this
+// instance alone.
 func (h *handler[TTx]) nodes(w http.ResponseWriter, r *http.Request) {
-	o := h.bus.Options()
-	writeJSON(w, http.StatusOK, []node{{ID: o.InstanceID, Name: o.InstanceID, Address: r.Host,
-		Tags: "CAP", Version: libVersion(), Started: h.start.UTC(), LastSeen: time.Now().UTC(), Self: true}})
+	ns, err := h.bus.Nodes(r.Context())
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	self := h.bus.Node()
+	out := make([]node, 0, len(ns)+1)
+	out = append(out, node{ID: self.ID, Name: self.Name, Address: self.Host, Tags: "CAP", Version: self.Version,
+		Started: self.Started, LastSeen: self.LastSeen, Self: true})
+	for _, n := range ns {
+		if n.ID == self.ID {
+			out[0].LastSeen = n.LastSeen
+			continue
+		}
+		out = append(out, node{ID: n.ID, Name: n.Name, Address: n.Host, Tags: "CAP", Version: n.Version,
+			Started: n.Started, LastSeen: n.LastSeen})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *handler[TTx]) index(w http.ResponseWriter, r *http.Request) {

@@ -35,8 +35,22 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // and serves its dashboard with opts.
 func newWorld(t *testing.T, opts dashboard.Options) *world {
 	t.Helper()
+	return newWorldOn(t, nil, opts)
+}
+
+// plainStore is a storage with none of the optional interfaces of the
+// memory storage (HistoryReader, NodeRegistry...).
+type plainStore struct{ storage.Storage[*memory.Tx] }
+
+// newWorldOn is newWorld with the bus over wrap(store) when wrap is set.
+func newWorldOn(t *testing.T, wrap func(*memory.Storage) storage.Storage[*memory.Tx], opts dashboard.Options) *world {
+	t.Helper()
 	w := &world{store: memory.New()}
-	bus, err := cap.New(w.store, memtr.New(), cap.Options{Logger: quiet(), PollInterval: 50 * time.Millisecond})
+	var store storage.Storage[*memory.Tx] = w.store
+	if wrap != nil {
+		store = wrap(w.store)
+	}
+	bus, err := cap.New(store, memtr.New(), cap.Options{Logger: quiet(), PollInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
 	w.bus = bus
 	require.NoError(t, cap.Subscribe(bus, "orders", "billing", func(ctx context.Context, m cap.Msg[string]) error {
@@ -189,11 +203,7 @@ func TestRoutes(t *testing.T) {
 	require.Equal(t, 1, subs[0].ChildCount)
 	require.Equal(t, "orders", subs[0].Values[0].Topic)
 
-	code, b = w.do(t, "GET", "/api/nodes", "")
-	require.Equal(t, 200, code)
-	var nodes []map[string]any
-	require.NoError(t, json.Unmarshal(b, &nodes))
-	require.Len(t, nodes, 1)
+	checkNodes(t, w)
 
 	code, b = w.do(t, "GET", "/", "")
 	require.Equal(t, 200, code)
@@ -342,4 +352,70 @@ func TestPathBase(t *testing.T) {
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/ops/cap/api/stats", nil))
 	require.Equal(t, 200, rec.Code)
+}
+
+type nodeJSON struct {
+	ID, Name, Address, Version string
+	Started, LastSeen          time.Time
+	Self                       bool
+}
+
+func getNodes(t *testing.T, w *world) []nodeJSON {
+	t.Helper()
+	code, b := w.do(t, "GET", "/api/nodes", "")
+	require.Equal(t, 200, code, string(b))
+	var raw []json.RawMessage
+	require.NoError(t, json.Unmarshal(b, &raw))
+	for _, r := range raw {
+		require.Subset(t, keys(t, r), []string{"id", "name", "address", "version", "started", "lastSeen", "self"})
+	}
+	var nodes []nodeJSON
+	require.NoError(t, json.Unmarshal(b, &nodes))
+	return nodes
+}
+
+// checkNodes: /nodes lists the serving instance first and every other bus
+// on the database from its heartbeat; a bus that shuts down leaves it.
+func checkNodes(t *testing.T, w *world) {
+	t.Helper()
+	nodes := getNodes(t, w)
+	require.Len(t, nodes, 1)
+	require.True(t, nodes[0].Self)
+	require.Equal(t, w.bus.Node().ID, nodes[0].ID)
+	require.False(t, nodes[0].Started.IsZero())
+
+	other, err := cap.New(w.store, memtr.New(), cap.Options{Logger: quiet(), InstanceID: "billing-7"})
+	require.NoError(t, err)
+	require.NoError(t, other.Start(context.Background()))
+	nodes = getNodes(t, w)
+	require.Len(t, nodes, 2)
+	require.True(t, nodes[0].Self)
+	require.False(t, nodes[1].Self)
+	require.Equal(t, other.Node().ID, nodes[1].ID)
+	require.Equal(t, "billing-7", nodes[1].Name)
+	require.NotEmpty(t, nodes[1].Version)
+	require.NoError(t, other.Shutdown(context.Background()))
+	require.Len(t, getNodes(t, w), 1, "a bus that shut down is no longer listed")
+}
+
+// TestWithoutOptionalStorage: on a storage that keeps no heartbeat and
+// cannot count by hour, /nodes gives the serving instance and the history
+// pages through List, with the same figures.
+func TestWithoutOptionalStorage(t *testing.T) {
+	t.Parallel()
+	w := newWorldOn(t, func(s *memory.Storage) storage.Storage[*memory.Tx] { return plainStore{s} },
+		dashboard.Options{AllowAnonymous: true})
+	nodes := getNodes(t, w)
+	require.Len(t, nodes, 1)
+	require.True(t, nodes[0].Self)
+	code, b := w.do(t, "GET", "/api/metrics-history", "")
+	require.Equal(t, 200, code)
+	var hist struct {
+		PublishSuccessed, SubscribeFailed []int64
+		Truncated                         bool
+	}
+	require.NoError(t, json.Unmarshal(b, &hist))
+	require.Equal(t, int64(2), hist.PublishSuccessed[23])
+	require.Equal(t, int64(1), hist.SubscribeFailed[23])
+	require.False(t, hist.Truncated)
 }

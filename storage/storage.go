@@ -17,6 +17,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -281,4 +282,62 @@ type ReceivedChecker interface {
 	// ReceivedExists reports for each key whether a Received row with its
 	// (MessageID, Group) exists.
 	ReceivedExists(ctx context.Context, keys []ReceivedKey) ([]bool, error)
+}
+
+// Node is one bus instance running on a database, as its heartbeat
+// recorded it (see NodeRegistry).
+type Node struct {
+	// ID is unique to the bus instance: its Options.InstanceID and a
+	// number of its own, so that two processes of one host differ.
+	ID string
+	// Name is the instance's Options.InstanceID.
+	Name string
+	// Host is the host name of the instance's machine.
+	Host string
+	// Version is the library's version the instance runs.
+	Version string
+	// Started is when the instance's bus started.
+	Started time.Time
+	// LastSeen is the database's clock at the instance's last heartbeat.
+	LastSeen time.Time
+}
+
+// NodeRegistry is implemented by storages that keep a heartbeat of the bus
+// instances on their database, so that the dashboard lists the instances
+// alive. The SQL storages keep it in rows of CAP's Lock table.
+type NodeRegistry interface {
+	// Heartbeat records n as seen now, by the database's clock
+	// (n.LastSeen is ignored), and forgets nodes that no heartbeat renewed
+	// for a day.
+	Heartbeat(ctx context.Context, n Node) error
+	// Nodes returns the nodes seen within the last within, by ID.
+	Nodes(ctx context.Context, within time.Duration) ([]Node, error)
+	// RemoveNode forgets node id, as an instance does when it shuts down;
+	// removing a node that is not recorded is not an error.
+	RemoveNode(ctx context.Context, id string) error
+}
+
+// HourCount is the number of rows added in one hour.
+type HourCount struct {
+	Hour  time.Time // the hour's start, UTC
+	Count int64
+}
+
+// HistoryReader is implemented by storages that count a table's rows of a
+// status by the hour they were added in, in one query over the dashboard's
+// (StatusName, Added) index, for the dashboard's 24-hour history.
+type HistoryReader interface {
+	// CountByHour counts the rows of status (StatusSucceeded or
+	// StatusFailed; other statuses are refused) added at or after since,
+	// by hour, oldest first; hours without a row are left out.
+	CountByHour(ctx context.Context, t Table, status Status, since time.Time) ([]HourCount, error)
+}
+
+// CheckHistoryStatus returns an error for a status CountByHour does not
+// count.
+func CheckHistoryStatus(s Status) error {
+	if s != StatusSucceeded && s != StatusFailed {
+		return fmt.Errorf("storage: hourly counts of %q rows: only Succeeded and Failed rows are counted", s)
+	}
+	return nil
 }

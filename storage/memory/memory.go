@@ -44,6 +44,7 @@ type Storage struct {
 	tables [2]*table
 	subs   map[chan struct{}]struct{}
 	leases map[string]lease
+	nodes  map[string]storage.Node
 }
 
 // lease is one named lease of AcquireLease.

@@ -1,6 +1,10 @@
 package sqlite
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/go-cap/cap/internal/nodeinfo"
+)
 
 // timeLayout is how every time column is stored: UTC text of fixed width,
 // so that comparing the strings compares the times. It is the form SQLite's
@@ -28,6 +32,7 @@ type tableSQL struct {
 	counts         string
 	deleteIDs      string
 	backlog        string
+	countByHour    string // history.go
 }
 
 // statements is all SQL text of the package, built once from the validated
@@ -203,8 +208,12 @@ LIMIT ?3`,
 ` + where + `
 ORDER BY Added DESC, Id DESC
 LIMIT ?5 OFFSET ?6`,
-		count:     `SELECT COUNT(*) FROM ` + t + "\n" + where,
-		counts:    `SELECT StatusName, COUNT(*) FROM ` + t + ` GROUP BY StatusName`,
+		count:  `SELECT COUNT(*) FROM ` + t + "\n" + where,
+		counts: `SELECT StatusName, COUNT(*) FROM ` + t + ` GROUP BY StatusName`,
+		// The redundant condition lets SQLite use the partial status index.
+		countByHour: `SELECT substr(Added, 1, 13), COUNT(*) FROM ` + t + `
+WHERE StatusName = ?1 AND StatusName <> 'Scheduled' AND Added >= ?2
+GROUP BY 1 ORDER BY 1`,
 		deleteIDs: `DELETE FROM ` + t + ` WHERE Id IN (SELECT value FROM json_each(?))`,
 	}
 }
@@ -221,7 +230,11 @@ AND (` + p + ` IS NULL OR "Group" IN (SELECT value FROM json_each(` + p + `)))`
 
 // lockSQL holds the statements of CAP's Lock table (Key, Instance,
 // LastLockTime), which keeps the bus's leases.
-type lockSQL struct{ acquire, release string }
+type lockSQL struct {
+	acquire, release string
+	// The bus instances' heartbeats (see nodes.go).
+	heartbeat, pruneNodes, nodes, removeNode string
+}
 
 func createLockSQL(lock string) string {
 	return `CREATE TABLE IF NOT EXISTS ` + quote(lock) + ` (
@@ -242,6 +255,12 @@ func buildLock(lock string) lockSQL {
 	WHERE Instance = excluded.Instance OR LastLockTime < ?4`,
 		release: `UPDATE ` + t + ` SET Instance = '', LastLockTime = '0001-01-01 00:00:00.000'
 	WHERE Key = ?1 AND Instance = ?2`,
+		heartbeat: `INSERT INTO ` + t + ` (Key, Instance, LastLockTime) VALUES (?1, ?2, ?3)
+	ON CONFLICT (Key) DO UPDATE SET Instance = excluded.Instance, LastLockTime = excluded.LastLockTime`,
+		pruneNodes: `DELETE FROM ` + t + ` WHERE Key LIKE '` + nodeinfo.Pattern + `' AND Key <> ?1 AND LastLockTime < ?2`,
+		nodes: `SELECT Key, COALESCE(Instance, ''), LastLockTime FROM ` + t + `
+	WHERE Key LIKE '` + nodeinfo.Pattern + `' AND LastLockTime >= ?1 ORDER BY Key`,
+		removeNode: `DELETE FROM ` + t + ` WHERE Key = ?1`,
 	}
 }
 

@@ -164,6 +164,8 @@ func Run[TTx any](t *testing.T, h Harness[TTx]) {
 		{name: "Pinger", fn: testPinger[TTx]},
 		{name: "ReceivedExists", fn: testReceivedExists[TTx]},
 		{name: "ReceivedWithOutcome", fn: testReceivedWithOutcome[TTx]},
+		{name: "NodeRegistry", fn: testNodeRegistry[TTx]},
+		{name: "HistoryReader", fn: testHistoryReader[TTx]},
 	}
 	// The group makes Run wait for its parallel subtests.
 	t.Run("Storage", func(t *testing.T) {
