@@ -81,3 +81,27 @@ func clip(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// Rows is what Scan reads node rows from: *sql.Rows, or pgx's rows.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// Scan reads rows of (Key, Instance, LastLockTime) into Nodes, leaving out
+// the rows that are not a node's.
+func Scan(rs Rows) ([]storage.Node, error) {
+	var out []storage.Node
+	for rs.Next() {
+		var key, inst string
+		var seen time.Time
+		if err := rs.Scan(&key, &inst, &seen); err != nil {
+			return nil, err
+		}
+		if n, ok := Decode(key, inst, seen); ok {
+			out = append(out, n)
+		}
+	}
+	return out, rs.Err()
+}

@@ -56,18 +56,8 @@ func (s *Store) Nodes(ctx context.Context, within time.Duration) ([]storage.Node
 		return nil, fmt.Errorf("mysql: nodes: %w", err)
 	}
 	defer rs.Close()
-	var out []storage.Node
-	for rs.Next() {
-		var key, inst string
-		var seen time.Time
-		if err := rs.Scan(&key, &inst, &seen); err != nil {
-			return nil, fmt.Errorf("mysql: nodes: %w", err)
-		}
-		if n, ok := nodeinfo.Decode(key, inst, seen); ok {
-			out = append(out, n)
-		}
-	}
-	if err := rs.Err(); err != nil {
+	out, err := nodeinfo.Scan(rs)
+	if err != nil {
 		return nil, fmt.Errorf("mysql: nodes: %w", err)
 	}
 	return out, nil

@@ -50,18 +50,8 @@ func (s *Store[TTx]) Nodes(ctx context.Context, within time.Duration) ([]storage
 		return nil, fmt.Errorf("postgres: nodes: %w", err)
 	}
 	defer rs.Close()
-	var out []storage.Node
-	for rs.Next() {
-		var key, inst string
-		var seen time.Time
-		if err := rs.Scan(&key, &inst, &seen); err != nil {
-			return nil, fmt.Errorf("postgres: nodes: %w", err)
-		}
-		if n, ok := nodeinfo.Decode(key, inst, seen); ok {
-			out = append(out, n)
-		}
-	}
-	if err := rs.Err(); err != nil {
+	out, err := nodeinfo.Scan(rs)
+	if err != nil {
 		return nil, fmt.Errorf("postgres: nodes: %w", err)
 	}
 	return out, nil
