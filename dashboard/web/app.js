@@ -235,7 +235,7 @@
   function nodes() {
     api("nodes").then(function (ns) {
       main.replaceChildren(el("div", { class: "panel" }, [el("table", { class: "list", id: "nodes" }, [
-        el("thead", {}, [el("tr", {}, ["Instance", "Address", "Version", "Started", "Last seen"].map(function (t) { return el("th", { text: t }); }))]),
+        el("thead", {}, [el("tr", {}, ["Instance", "Host", "Version", "Started", "Last seen"].map(function (t) { return el("th", { text: t }); }))]),
         el("tbody", {}, ns.map(function (n) {
           return el("tr", {}, [el("td", { text: n.name + (n.self ? " (this one)" : "") }), el("td", { text: n.address }), el("td", { text: n.version }),
             el("td", { text: new Date(n.started).toLocaleString() }), el("td", { text: new Date(n.lastSeen).toLocaleString() })]);
