@@ -136,7 +136,7 @@ type Options struct {
 	// once, and the lease of an instance that died runs out.
 	CollectorCleaningInterval time.Duration
 	// HeartbeatInterval is how often a bus on a storage that implements
-	// storage.NodeRegistry (PostgreSQL, MySQL, SQLite, in-memory) records
+	// storage.NodeRegistry (PostgreSQL, MySQL, SQLite, MongoDB, in-memory) records
 	// that it is alive, for Bus.Nodes and the dashboard's nodes. Defaults
 	// to 15 s; negative disables the heartbeat.
 	HeartbeatInterval time.Duration

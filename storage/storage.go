@@ -304,7 +304,8 @@ type Node struct {
 
 // NodeRegistry is implemented by storages that keep a heartbeat of the bus
 // instances on their database, so that the dashboard lists the instances
-// alive. The SQL storages keep it in rows of CAP's Lock table.
+// alive. The SQL storages keep it in rows of CAP's Lock table. Started
+// is kept to the millisecond at least.
 type NodeRegistry interface {
 	// Heartbeat records n as seen now, by the database's clock
 	// (n.LastSeen is ignored), and forgets nodes that no heartbeat renewed

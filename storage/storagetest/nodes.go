@@ -19,7 +19,8 @@ func testNodeRegistry[TTx any](t *testing.T, e *env[TTx]) {
 		t.Skip("the storage does not implement storage.NodeRegistry")
 	}
 	prefix := "storagetest-" + e.uniq() + "/"
-	started := time.Now().UTC().Add(-time.Minute).Truncate(time.Microsecond)
+	// Kept to the millisecond at least (BSON dates).
+	started := time.Now().UTC().Add(-time.Minute).Truncate(time.Millisecond)
 	a := storage.Node{ID: prefix + "a", Name: "orders-é", Host: "host-a", Version: "v1.2.3", Started: started}
 	long := storage.Node{ID: prefix + "b", Name: strings.Repeat("n", 300), Host: strings.Repeat("h", 300),
 		Version: strings.Repeat("v", 100), Started: started}
