@@ -45,8 +45,8 @@ func TestPlansUseIndexes(t *testing.T) {
 	s, err := New(db, Options{Schema: schema})
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		for _, tb := range []*table{s.q.table(storage.Published), s.q.table(storage.Received)} {
-			_, err := db.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+tb.name)
+		for _, name := range []string{s.q.table(storage.Published).name, s.q.table(storage.Received).name, s.q.lockTable()} {
+			_, err := db.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+name)
 			require.NoError(t, err)
 		}
 		_, err := db.ExecContext(context.Background(), `DROP SCHEMA IF EXISTS `+quoteIdent(schema))

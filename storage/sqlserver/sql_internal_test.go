@@ -517,3 +517,69 @@ func TestLikePattern(t *testing.T) {
 	require.Equal(t, `%abc%`, likePattern("ABC"))
 	require.Equal(t, `%100\%\_\[a]\\%`, likePattern(`100%_[a]\`))
 }
+
+func TestLockStatements(t *testing.T) {
+	q := newQueries("cap")
+	require.Equal(t, `IF OBJECT_ID(N'[cap].[Lock]', N'U') IS NULL
+CREATE TABLE [cap].[Lock] (
+	[Key] nvarchar(128) NOT NULL,
+	[Instance] nvarchar(256) NOT NULL,
+	[LastLockTime] datetime2(7) NOT NULL,
+	CONSTRAINT [PK_cap.Lock] PRIMARY KEY CLUSTERED ([Key] ASC) WITH (IGNORE_DUP_KEY = ON)
+)`, q.createLock())
+	require.Contains(t, newQueries("Shop_2").createLock(), `CREATE TABLE [Shop_2].[Lock] (`)
+	require.Contains(t, newQueries("Shop_2").createLock(), `CONSTRAINT [PK_Shop_2.Lock] PRIMARY KEY`)
+	checkBalanced(t, q.createLock())
+
+	cases := []struct {
+		st    stmt
+		query string
+		args  []any
+	}{
+		{q.acquireLease("cap.collector", "orders-1/7", 90*time.Second),
+			`MERGE [cap].[Lock] WITH (HOLDLOCK) AS l
+USING (SELECT @p1 AS k, @p2 AS inst, ` + addMicros("@p3", "SYSUTCDATETIME()") + ` AS ends) AS v
+ON l.[Key] = v.k
+WHEN MATCHED AND (l.[Instance] = v.inst COLLATE Latin1_General_BIN2 OR l.[LastLockTime] < SYSUTCDATETIME()) THEN
+	UPDATE SET [Instance] = v.inst, [LastLockTime] = v.ends
+WHEN NOT MATCHED THEN
+	INSERT ([Key], [Instance], [LastLockTime]) VALUES (v.k, v.inst, v.ends)
+OUTPUT inserted.[Instance];`,
+			[]any{"cap.collector", "orders-1/7", us(90 * time.Second)}},
+		{q.releaseLease("cap.collector", "orders-1/7"),
+			`UPDATE [cap].[Lock] SET [Instance] = N'', [LastLockTime] = CAST('0001-01-01T00:00:00' AS datetime2(7))
+WHERE [Key] = @p1 AND [Instance] = @p2 COLLATE Latin1_General_BIN2`,
+			[]any{"cap.collector", "orders-1/7"}},
+	}
+	for _, c := range cases {
+		checkStmt(t, c.st)
+		require.Equal(t, c.query, c.st.query)
+		require.Equal(t, c.args, c.st.args, c.query)
+	}
+	// A lease longer than DATEADD takes is capped, not an overflow.
+	require.Equal(t, maxMicros, q.acquireLease("n", "o", 200*365*24*time.Hour).args[2])
+	require.Contains(t, newQueries("Shop_2").acquireLease("k", "o", time.Second).query, `MERGE [Shop_2].[Lock] WITH (HOLDLOCK)`)
+}
+
+func TestBacklogStatements(t *testing.T) {
+	q := newQueries("cap")
+	due := `[NextAttemptAt] IS NOT NULL AND [NextAttemptAt] <= SYSUTCDATETIME()`
+	failed := `[StatusName] = N'Failed' AND [NextAttemptAt] IS NULL`
+	pub := q.backlog(storage.Published, "v1")
+	checkStmt(t, pub)
+	require.Equal(t, `SELECT N'', COUNT_BIG(CASE WHEN `+due+` THEN 1 END),
+	MIN(CASE WHEN `+due+` THEN [NextAttemptAt] END), COUNT_BIG(CASE WHEN `+failed+` THEN 1 END), SYSUTCDATETIME()
+FROM [cap].[Published]
+WHERE [Version] = @p1 AND ((`+due+`) OR (`+failed+`))
+HAVING COUNT_BIG(*) > 0`, pub.query)
+	require.Equal(t, []any{"v1"}, pub.args)
+
+	rec := q.backlog(storage.Received, "v2")
+	checkStmt(t, rec)
+	require.Equal(t, `SELECT ISNULL([Group], N''), COUNT_BIG(CASE WHEN `+due+` THEN 1 END),
+	MIN(CASE WHEN `+due+` THEN [NextAttemptAt] END), COUNT_BIG(CASE WHEN `+failed+` THEN 1 END), SYSUTCDATETIME()
+FROM [cap].[Received]
+WHERE [Version] = @p1 AND ((`+due+`) OR (`+failed+`))
+GROUP BY ISNULL([Group], N'')`, rec.query)
+	require.Equal(t, []any{"v2"}, rec.args)
+}

@@ -168,6 +168,14 @@ func (s *Store) run(ctx context.Context, stmts []stmt, f func(q querier, i int, 
 	})
 }
 
+// execOne runs one statement on the database, again after a deadlock.
+func (s *Store) execOne(ctx context.Context, st stmt) error {
+	return s.retry(ctx, func() error {
+		_, err := s.db.ExecContext(ctx, st.query, st.args...)
+		return err
+	})
+}
+
 func execStmt(ctx context.Context, q querier, st stmt) (int64, error) {
 	res, err := q.ExecContext(ctx, st.query, st.args...)
 	if err != nil {
