@@ -21,7 +21,8 @@ import (
 // most of them Succeeded and not yet expired, as in a running system, and
 // checks in the estimated plans (SHOWPLAN_XML) that the claims, the
 // collector's delete, the dashboard's status page and counts, and the
-// de-duplication of deliveries read the indexes made for them. It needs
+// de-duplication of deliveries and its look-up read the
+// indexes made for them. It needs
 // CAP_TEST_SQLSERVER; without it it is skipped.
 func TestPlansUseIndexes(t *testing.T) {
 	dsn := os.Getenv("CAP_TEST_SQLSERVER")
@@ -118,4 +119,6 @@ FROM n`, int64(rows))
 		Groups: []string{"g.v1"}}), rec, "Version_NextAttemptAt")
 	uses(s.q.insertReceived([]*storage.Record{{ID: int64(rows + 1), Version: "v1", Name: "n", Group: "g.v1",
 		MessageID: "42"}})[0], rec, "MessageId_Group")
+	uses(s.q.receivedExists([]storage.ReceivedKey{{MessageID: "42", Group: "g.v1"}, {MessageID: "43", Group: "g.v1"}})[0],
+		rec, "MessageId_Group")
 }

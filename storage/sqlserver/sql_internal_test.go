@@ -583,3 +583,38 @@ WHERE [Version] = @p1 AND ((`+due+`) OR (`+failed+`))
 GROUP BY ISNULL([Group], N'')`, rec.query)
 	require.Equal(t, []any{"v2"}, rec.args)
 }
+
+func TestReceivedExistsStatements(t *testing.T) {
+	q := newQueries("cap")
+	require.Empty(t, q.receivedExists(nil))
+	st := q.receivedExists([]storage.ReceivedKey{{MessageID: "m1", Group: "g1"}, {MessageID: "m'2", Group: ""}})
+	require.Len(t, st, 1)
+	checkStmt(t, st[0])
+	require.Equal(t, `SELECT k.i FROM (VALUES (1, @p1, @p2),
+	(2, @p3, @p4)) AS k(i, msgid, grp)
+WHERE EXISTS (SELECT 1 FROM [cap].[Received] AS r
+	WHERE r.[MessageId] IS NOT NULL AND r.[MessageId] = k.msgid AND r.[Group] = k.grp)`, st[0].query)
+	require.Equal(t, []any{"m1", "g1", "m'2", ""}, st[0].args)
+
+	// 1,000 keys a statement, numbered from 1 in each, keys in order.
+	keys := make([]storage.ReceivedKey, 2*maxExistsKeys+1)
+	for i := range keys {
+		keys[i] = storage.ReceivedKey{MessageID: "m" + strconv.Itoa(i), Group: "g"}
+	}
+	st = q.receivedExists(keys)
+	require.Len(t, st, 3)
+	var got []string
+	for _, s := range st {
+		checkStmt(t, s)
+		require.True(t, strings.HasPrefix(s.query, "SELECT k.i FROM (VALUES (1, @p1, @p2)"), s.query[:60])
+		for i := 0; i < len(s.args); i += 2 {
+			got = append(got, s.args[i].(string))
+		}
+	}
+	require.Len(t, st[0].args, 2*maxExistsKeys)
+	require.Contains(t, st[0].query, "(1000, @p1999, @p2000)) AS k")
+	require.Equal(t, []any{"m2000", "g"}, st[2].args)
+	for i, id := range got {
+		require.Equal(t, "m"+strconv.Itoa(i), id)
+	}
+}

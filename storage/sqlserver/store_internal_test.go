@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -731,4 +732,46 @@ func TestStoreBacklog(t *testing.T) {
 	bad, _ := newRecorded(t, failing(208))
 	_, err = bad.Backlog(ctx, storage.Received, "v1")
 	requireSQLError(t, err, "sqlserver: backlog received", 208)
+}
+
+func TestStoreReceivedExists(t *testing.T) {
+	ctx := context.Background()
+	// The database has the rows of message ids ending in 0.
+	s, r := newRecorded(t, func(_ string, args []any) answer {
+		var rows [][]driver.Value
+		for i := 0; i < len(args); i += 2 {
+			if strings.HasSuffix(args[i].(string), "0") {
+				rows = append(rows, []driver.Value{int64(i/2 + 1)})
+			}
+		}
+		return answer{rows: rows}
+	})
+	got, err := s.ReceivedExists(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.Empty(t, r.calls, "no statement for no keys")
+
+	keys := []storage.ReceivedKey{{MessageID: "m10", Group: "g"}, {MessageID: "m11", Group: "g"}, {MessageID: "m20", Group: ""}}
+	got, err = s.ReceivedExists(ctx, keys)
+	require.NoError(t, err)
+	require.Equal(t, []bool{true, false, true}, got)
+	sent(t, r, []string{"query"}, s.q.receivedExists(keys)...)
+
+	// More keys than one statement takes: one transaction, the positions
+	// of each statement offset by the keys before it.
+	many := make([]storage.ReceivedKey, 2*maxExistsKeys+5)
+	for i := range many {
+		many[i] = storage.ReceivedKey{MessageID: "m" + strconv.Itoa(i), Group: "g"}
+	}
+	got, err = s.ReceivedExists(ctx, many)
+	require.NoError(t, err)
+	require.Len(t, got, len(many))
+	for i, ok := range got {
+		require.Equal(t, i%10 == 0, ok, i)
+	}
+	sent(t, r, []string{"begin", "query", "query", "query", "commit"}, s.q.receivedExists(many)...)
+
+	bad, _ := newRecorded(t, failing(208))
+	_, err = bad.ReceivedExists(ctx, keys)
+	requireSQLError(t, err, "sqlserver: look up received rows", 208)
 }
