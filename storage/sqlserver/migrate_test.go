@@ -114,7 +114,7 @@ func TestMigrateCAPDatabase(t *testing.T) {
 	require.NoError(t, connect(t).QueryRowContext(ctx, `SELECT COUNT(*) FROM [`+schema+`].[Lock]`).Scan(&lockRows))
 	require.Equal(t, 2, lockRows, "CAP's lock table is left alone")
 
-	// Leases work in CAP's Lock table (whose key ignores
+	// Leases and nodes work in CAP's Lock table (whose key ignores
 	// duplicates), beside CAP's rows.
 	ok, err := s.AcquireLease(ctx, "cap.collector", "a", time.Hour)
 	require.NoError(t, err)
@@ -123,6 +123,12 @@ func TestMigrateCAPDatabase(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok)
 	require.NoError(t, s.ReleaseLease(ctx, "cap.collector", "a"))
+	node := storage.Node{ID: "n1", Name: "orders", Host: "h", Version: "v1", Started: time.Now().UTC()}
+	require.NoError(t, s.Heartbeat(ctx, node))
+	nodes, err := s.Nodes(ctx, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, nodes, 1)
+	require.Equal(t, "n1", nodes[0].ID)
 	var capRows int
 	require.NoError(t, connect(t).QueryRowContext(ctx, `SELECT COUNT(*) FROM [`+schema+`].[Lock]
 		WHERE [Key] IN (N'publish_retry_v1', N'received_retry_v1') AND [Instance] = N''`).Scan(&capRows))

@@ -618,3 +618,48 @@ WHERE EXISTS (SELECT 1 FROM [cap].[Received] AS r
 		require.Equal(t, "m"+strconv.Itoa(i), id)
 	}
 }
+
+func TestNodeStatements(t *testing.T) {
+	q := newQueries("cap")
+	cases := []struct {
+		st    stmt
+		query string
+		args  []any
+	}{
+		{q.heartbeat("cap.node:a", "inst"),
+			`MERGE [cap].[Lock] WITH (HOLDLOCK) AS l
+USING (SELECT @p1 AS k, @p2 AS inst) AS v
+ON l.[Key] = v.k
+WHEN MATCHED THEN
+	UPDATE SET [Instance] = v.inst, [LastLockTime] = SYSUTCDATETIME()
+WHEN NOT MATCHED THEN
+	INSERT ([Key], [Instance], [LastLockTime]) VALUES (v.k, v.inst, SYSUTCDATETIME());`,
+			[]any{"cap.node:a", "inst"}},
+		{q.pruneNodes("cap.node:a", 24*time.Hour),
+			`DELETE FROM [cap].[Lock]
+WHERE [Key] LIKE N'cap.node:%' ESCAPE '\' AND [Key] <> @p1 AND [LastLockTime] < ` + addMicros("@p2", "SYSUTCDATETIME()"),
+			[]any{"cap.node:a", us(-24 * time.Hour)}},
+		{q.nodes(time.Minute),
+			`SELECT [Key], ISNULL([Instance], N''), [LastLockTime] FROM [cap].[Lock]
+WHERE [Key] LIKE N'cap.node:%' ESCAPE '\' AND [LastLockTime] >= ` + addMicros("@p1", "SYSUTCDATETIME()") + `
+ORDER BY [Key]`,
+			[]any{us(-time.Minute)}},
+		{q.removeNode("cap.node:a"), `DELETE FROM [cap].[Lock] WHERE [Key] = @p1`, []any{"cap.node:a"}},
+	}
+	for _, c := range cases {
+		checkStmt(t, c.st)
+		require.Equal(t, c.query, c.st.query)
+		require.Equal(t, c.args, c.st.args, c.query)
+	}
+	// A window longer than DATEADD takes is capped, not an overflow.
+	require.Equal(t, -maxMicros, q.nodes(200 * 365 * 24 * time.Hour).args[0])
+	require.Contains(t, newQueries("Shop_2").heartbeat("k", "i").query, `MERGE [Shop_2].[Lock] WITH (HOLDLOCK)`)
+}
+
+// TestNodeKeyPattern: the node rows' pattern matches the prefix literally,
+// whatever characters LIKE would read as wildcards.
+func TestNodeKeyPattern(t *testing.T) {
+	require.Equal(t, `cap.node:%`, likePrefix("cap.node:"))
+	require.Equal(t, `a\_b\%c\[d]\\e%`, likePrefix(`a_b%c[d]\e`))
+	require.Equal(t, "[Key] LIKE N'cap.node:%' ESCAPE '\\'", isNode)
+}

@@ -15,6 +15,7 @@ import (
 	mssql "github.com/microsoft/go-mssqldb"
 	"github.com/stretchr/testify/require"
 
+	"github.com/go-cap/cap/internal/nodeinfo"
 	"github.com/go-cap/cap/storage"
 )
 
@@ -774,4 +775,49 @@ func TestStoreReceivedExists(t *testing.T) {
 	bad, _ := newRecorded(t, failing(208))
 	_, err = bad.ReceivedExists(ctx, keys)
 	requireSQLError(t, err, "sqlserver: look up received rows", 208)
+}
+
+func TestStoreNodes(t *testing.T) {
+	ctx := context.Background()
+	seen := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	started := seen.Add(-time.Hour)
+	n := storage.Node{ID: "orders/1", Name: "orders", Host: "h1", Version: "v1.2.3", Started: started}
+	s, r := newRecorded(t, func(query string, _ []any) answer {
+		if strings.HasPrefix(query, "SELECT [Key]") {
+			return answer{rows: [][]driver.Value{
+				{nodeinfo.Key(n.ID), nodeinfo.Instance(n), seen},
+				{"cap.node:broken", "not a node's instance", seen}, // left out
+			}}
+		}
+		return answer{}
+	})
+	require.NoError(t, s.Heartbeat(ctx, n))
+	key := nodeinfo.Key(n.ID)
+	sent(t, r, []string{"exec", "exec"}, s.q.heartbeat(key, nodeinfo.Instance(n)), s.q.pruneNodes(key, nodeinfo.Retention))
+
+	got, err := s.Nodes(ctx, time.Minute)
+	require.NoError(t, err)
+	want := n
+	want.LastSeen = seen
+	require.Equal(t, []storage.Node{want}, got)
+	sent(t, r, []string{"query"}, s.q.nodes(time.Minute))
+
+	require.NoError(t, s.RemoveNode(ctx, n.ID))
+	sent(t, r, []string{"exec"}, s.q.removeNode(key))
+
+	bad, r := newRecorded(t, failing(208))
+	requireSQLError(t, bad.Heartbeat(ctx, n), "sqlserver: heartbeat", 208)
+	require.Len(t, r.statements(), 1, "no pruning after a failed heartbeat")
+	_, err = bad.Nodes(ctx, time.Minute)
+	requireSQLError(t, err, "sqlserver: nodes", 208)
+	requireSQLError(t, bad.RemoveNode(ctx, n.ID), "sqlserver: remove node", 208)
+
+	// The heartbeat's row written, the pruning refused.
+	prune, _ := newRecorded(t, func(query string, _ []any) answer {
+		if strings.HasPrefix(query, "DELETE") {
+			return answer{err: mssql.Error{Number: 229, Message: "permission denied"}}
+		}
+		return answer{}
+	})
+	requireSQLError(t, prune.Heartbeat(ctx, n), "sqlserver: heartbeat: forget old nodes", 229)
 }
