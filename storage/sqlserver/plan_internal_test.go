@@ -20,10 +20,10 @@ import (
 // (20,000 by default; 1,000,000 to check the figures of a large table),
 // most of them Succeeded and not yet expired, as in a running system, and
 // checks in the estimated plans (SHOWPLAN_XML) that the claims, the
-// collector's delete, the dashboard's status page and counts, and the
-// de-duplication of deliveries and its look-up read the
-// indexes made for them. It needs
-// CAP_TEST_SQLSERVER; without it it is skipped.
+// collector's delete, the dashboard's status page, counts and hourly
+// history, and the de-duplication of deliveries and its look-up read the
+// indexes made for them. It needs CAP_TEST_SQLSERVER; without it it is
+// skipped.
 func TestPlansUseIndexes(t *testing.T) {
 	dsn := os.Getenv("CAP_TEST_SQLSERVER")
 	if dsn == "" {
@@ -113,6 +113,7 @@ FROM n`, int64(rows))
 		uses(page, tb, "StatusName_Added")
 		uses(count, tb, "StatusName_Added")
 		uses(s.q.counts(tt), tb, "StatusName_Added")
+		uses(s.q.countByHour(tt, storage.StatusFailed, time.Now().Add(-24*time.Hour)), tb, "StatusName_Added")
 	}
 	rec := s.q.table(storage.Received)
 	uses(s.q.claim(storage.Received, storage.ClaimRequest{Version: "v1", Limit: 100, Lease: time.Minute,

@@ -663,3 +663,19 @@ func TestNodeKeyPattern(t *testing.T) {
 	require.Equal(t, `a\_b\%c\[d]\\e%`, likePrefix(`a_b%c[d]\e`))
 	require.Equal(t, "[Key] LIKE N'cap.node:%' ESCAPE '\\'", isNode)
 }
+
+func TestCountByHourStatement(t *testing.T) {
+	q := newQueries("cap")
+	since := time.Date(2026, 1, 2, 4, 5, 6, 0, time.FixedZone("CET", 3600))
+	hour := `DATEADD(hour, DATEDIFF(hour, CAST('2000-01-01T00:00:00' AS datetime2(7)), [Added]), CAST('2000-01-01T00:00:00' AS datetime2(7)))`
+	for _, tt := range []storage.Table{storage.Published, storage.Received} {
+		st := q.countByHour(tt, storage.StatusSucceeded, since)
+		checkStmt(t, st)
+		require.Equal(t, `SELECT `+hour+` AS h, COUNT_BIG(*) FROM `+q.table(tt).name+`
+WHERE [StatusName] = @p1 AND [Added] >= CAST(@p2 AS datetime2(7))
+GROUP BY `+hour+`
+ORDER BY h`, st.query)
+		require.Equal(t, []any{"Succeeded", since.UTC()}, st.args)
+		require.Equal(t, time.UTC, st.args[1].(time.Time).Location(), "since goes in UTC")
+	}
+}

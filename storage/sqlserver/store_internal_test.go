@@ -821,3 +821,25 @@ func TestStoreNodes(t *testing.T) {
 	})
 	requireSQLError(t, prune.Heartbeat(ctx, n), "sqlserver: heartbeat: forget old nodes", 229)
 }
+
+func TestStoreCountByHour(t *testing.T) {
+	ctx := context.Background()
+	h1 := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	since := h1.Add(-24 * time.Hour)
+	s, r := newRecorded(t, func(string, []any) answer {
+		return answer{rows: [][]driver.Value{{h1, int64(4)}, {h1.Add(time.Hour).In(time.FixedZone("X", 7200)), int64(1)}}}
+	})
+	got, err := s.CountByHour(ctx, storage.Received, storage.StatusFailed, since)
+	require.NoError(t, err)
+	require.Equal(t, []storage.HourCount{{Hour: h1, Count: 4}, {Hour: h1.Add(time.Hour), Count: 1}}, got)
+	require.Equal(t, time.UTC, got[1].Hour.Location())
+	sent(t, r, []string{"query"}, s.q.countByHour(storage.Received, storage.StatusFailed, since))
+
+	_, err = s.CountByHour(ctx, storage.Published, storage.StatusScheduled, since)
+	require.Error(t, err)
+	require.Empty(t, r.calls, "a status not counted sends no statement")
+
+	bad, _ := newRecorded(t, failing(208))
+	_, err = bad.CountByHour(ctx, storage.Published, storage.StatusSucceeded, since)
+	requireSQLError(t, err, "sqlserver: count published by hour", 208)
+}
