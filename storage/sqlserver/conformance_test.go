@@ -22,6 +22,35 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestOptionalInterfaces: the storage the conformance suite gets, as a
+// storage.Storage, has the optional interfaces, so that their subtests run
+// instead of being skipped. It needs no server.
+func TestOptionalInterfaces(t *testing.T) {
+	db, err := sql.Open("sqlserver", "sqlserver://sa:x@127.0.0.1:1?database=test")
+	require.NoError(t, err)
+	defer db.Close()
+	s, err := sqlserver.New(db, sqlserver.Options{})
+	require.NoError(t, err)
+	var st storage.Storage[*sql.Tx] = s
+	for name, ok := range map[string]bool{
+		"Namer":           is[storage.Namer](st),
+		"Leaser":          is[storage.Leaser](st),
+		"Pinger":          is[storage.Pinger](st),
+		"BacklogReader":   is[storage.BacklogReader](st),
+		"ReceivedChecker": is[storage.ReceivedChecker](st),
+		"NodeRegistry":    is[storage.NodeRegistry](st),
+		"HistoryReader":   is[storage.HistoryReader](st),
+	} {
+		require.True(t, ok, "storage.%s", name)
+	}
+	require.False(t, is[storage.Notifier](st), "no notifications: the bus polls")
+}
+
+func is[I any](v any) bool {
+	_, ok := v.(I)
+	return ok
+}
+
 // TestInsertRefusedValue: a value longer than its column fails with
 // storage.ErrRefused and stores nothing.
 func TestInsertRefusedValue(t *testing.T) {

@@ -1,7 +1,12 @@
 // Package sqlserver keeps the bus's Published and Received tables in SQL
 // Server, through database/sql and github.com/microsoft/go-mssqldb. New
 // returns a storage.Storage[*sql.Tx]: business code publishes in a *sql.Tx
-// of the same database.
+// of the same database. The storage also implements storage.Namer,
+// storage.Leaser (one expiry collector at a time), storage.Pinger,
+// storage.BacklogReader (the outbox gauges), storage.ReceivedChecker (a
+// plain handler's row written once, with its outcome),
+// storage.NodeRegistry (the dashboard's instances) and
+// storage.HistoryReader (the dashboard's 24-hour history).
 //
 // # Tables
 //
@@ -25,8 +30,9 @@
 // an application lock (sp_getapplock), so several instances may start at
 // once. On a database created by DotNetCore.CAP it adds the columns and
 // indexes and makes CAP's pending rows (Scheduled or Failed below 50
-// retries, Delayed, Queued) due. CAP's Lock table and its
-// (Version, ExpiresAt, StatusName) index are left alone.
+// retries, Delayed, Queued) due. CAP's (Version, ExpiresAt, StatusName)
+// index is left alone. CAP's Lock table [cap].[Lock] is created with CAP's
+// columns when absent, and used as it is when CAP created it.
 //
 // Indexes: a filtered index on ([Version], [NextAttemptAt]) holds only the
 // rows still to be attempted, for the claims; CAP's
@@ -58,10 +64,30 @@
 // The bus finds rows committed with a plain tx.Commit by polling: this
 // storage has no notifications.
 //
+// # Leases, nodes, gauges and history
+//
+// Leases and the nodes' heartbeats are rows of CAP's Lock table ([Key],
+// [Instance], [LastLockTime]) under keys of their own, beside CAP's
+// publish_retry_... and received_retry_... rows. A lease is taken or
+// renewed with one MERGE ... WITH (HOLDLOCK), which holds the key's range
+// from the match to the insert, so that two instances never both insert a
+// new lease; its LastLockTime is when it runs out, by the server's clock
+// (SYSUTCDATETIME()), and owners compare exactly (a binary collation). A
+// node's row has a key starting with "cap.node:" and its LastLockTime is
+// its last heartbeat; the rows no heartbeat renewed for a day are deleted.
+//
+// ReceivedExists reads up to 1,000 keys per statement through the unique
+// (MessageId, Group) index; Backlog reads the due rows from the claims'
+// index; CountByHour counts by hour (DATEADD(hour, DATEDIFF(hour, ...)))
+// over the ([StatusName], [Added]) index.
+//
 // # Tests
 //
 // No SQL Server runs where this package is developed. The unit tests check
-// the text and arguments of every statement; the conformance suite
-// (storagetest) and the bus tests run against the server whose DSN is in
-// CAP_TEST_SQLSERVER and are skipped without it.
+// the text and arguments of every statement, and run every method against
+// a recording database/sql driver (the statements it sends, how it reads
+// their results, how it wraps the driver's errors); the conformance suite
+// (storagetest, with its Leaser, Pinger, Backlog, ReceivedExists,
+// NodeRegistry and HistoryReader subtests) and the bus tests run against
+// the server whose DSN is in CAP_TEST_SQLSERVER and are skipped without it.
 package sqlserver

@@ -145,9 +145,11 @@ WHERE [NextAttemptAt] IS NULL AND (([StatusName] IN (N'Scheduled', N'Failed') AN
 // Migrate creates the schema, the tables and their indexes when absent,
 // and upgrades tables created by DotNetCore.CAP in place: it adds the
 // NextAttemptAt and MessageId columns and the indexes, and makes CAP's
-// pending rows due. It runs in one transaction holding an application lock
+// pending rows due. It creates CAP's Lock table when absent, for the
+// leases and the nodes' heartbeats; one CAP created is used as it is, its
+// rows left alone. It runs in one transaction holding an application lock
 // (sp_getapplock), so instances starting together migrate one after the
-// other; it is idempotent. CAP's Lock table is left alone.
+// other; it is idempotent.
 //
 // Index builds on a large existing table block writes to it while they
 // run.
@@ -179,6 +181,9 @@ func (s *Store) migrate(ctx context.Context) (err error) {
 	}
 	if _, err := tx.ExecContext(ctx, s.q.createSchema()); err != nil {
 		return err
+	}
+	if _, err := tx.ExecContext(ctx, s.q.createLock()); err != nil {
+		return fmt.Errorf("lock table: %w", err)
 	}
 	for _, t := range []storage.Table{storage.Received, storage.Published} {
 		if err := s.migrateTable(ctx, tx, s.q.table(t)); err != nil {

@@ -2,6 +2,7 @@ package sqlserver_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -112,6 +113,80 @@ func TestMigrateCAPDatabase(t *testing.T) {
 	var lockRows int
 	require.NoError(t, connect(t).QueryRowContext(ctx, `SELECT COUNT(*) FROM [`+schema+`].[Lock]`).Scan(&lockRows))
 	require.Equal(t, 2, lockRows, "CAP's lock table is left alone")
+
+	// Leases and nodes work in CAP's Lock table (whose key ignores
+	// duplicates), beside CAP's rows.
+	ok, err := s.AcquireLease(ctx, "cap.collector", "a", time.Hour)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = s.AcquireLease(ctx, "cap.collector", "b", time.Hour)
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.NoError(t, s.ReleaseLease(ctx, "cap.collector", "a"))
+	node := storage.Node{ID: "n1", Name: "orders", Host: "h", Version: "v1", Started: time.Now().UTC()}
+	require.NoError(t, s.Heartbeat(ctx, node))
+	nodes, err := s.Nodes(ctx, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, nodes, 1)
+	require.Equal(t, "n1", nodes[0].ID)
+	var capRows int
+	require.NoError(t, connect(t).QueryRowContext(ctx, `SELECT COUNT(*) FROM [`+schema+`].[Lock]
+		WHERE [Key] IN (N'publish_retry_v1', N'received_retry_v1') AND [Instance] = N''`).Scan(&capRows))
+	require.Equal(t, 2, capRows, "CAP's rows are untouched")
+}
+
+// TestLeaseOwnersCompareExactly: owners differing only in case are two
+// owners, whatever the database's collation. Needs CAP_TEST_SQLSERVER.
+func TestLeaseOwnersCompareExactly(t *testing.T) {
+	s := newStore(t, sqlserver.Options{})
+	ctx := context.Background()
+	ok, err := s.AcquireLease(ctx, "cap.collector", "node-a", time.Hour)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = s.AcquireLease(ctx, "cap.collector", "NODE-A", time.Hour)
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.NoError(t, s.ReleaseLease(ctx, "cap.collector", "NODE-A"))
+	ok, err = s.AcquireLease(ctx, "cap.collector", "NODE-A", time.Hour)
+	require.NoError(t, err)
+	require.False(t, ok, "a release by another owner leaves the lease alone")
+}
+
+// TestLeaseConcurrentFirstAcquire: instances asking at once for a lease
+// not yet in the table: exactly one gets it, none fails. Needs
+// CAP_TEST_SQLSERVER.
+func TestLeaseConcurrentFirstAcquire(t *testing.T) {
+	s := newStore(t, sqlserver.Options{})
+	ctx := context.Background()
+	for round := range 20 {
+		name := "race-" + strconv.Itoa(round)
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			held []string
+			errs []error
+		)
+		start := make(chan struct{})
+		for i := range 8 {
+			owner := "owner-" + strconv.Itoa(i)
+			wg.Go(func() {
+				<-start
+				ok, err := s.AcquireLease(ctx, name, owner, time.Hour)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				if ok {
+					held = append(held, owner)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		require.Empty(t, errs, "round %d", round)
+		require.Len(t, held, 1, "round %d: %v", round, held)
+	}
 }
 
 // TestMigrateConcurrently starts several instances on a fresh schema at
@@ -142,6 +217,6 @@ func TestMigrateConcurrently(t *testing.T) {
 		INNER JOIN sys.schemas AS s ON s.schema_id = t.schema_id
 		WHERE s.name = @p1 AND i.type > 0`, schema).Scan(&indexes))
 	// Per table: primary key, CAP's expiry index, claims, dashboard;
-	// Received adds the unique one.
-	require.Equal(t, 9, indexes)
+	// Received adds the unique one; the Lock table has its primary key.
+	require.Equal(t, 10, indexes)
 }

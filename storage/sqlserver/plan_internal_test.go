@@ -20,9 +20,10 @@ import (
 // (20,000 by default; 1,000,000 to check the figures of a large table),
 // most of them Succeeded and not yet expired, as in a running system, and
 // checks in the estimated plans (SHOWPLAN_XML) that the claims, the
-// collector's delete, the dashboard's status page and counts, and the
-// de-duplication of deliveries read the indexes made for them. It needs
-// CAP_TEST_SQLSERVER; without it it is skipped.
+// collector's delete, the dashboard's status page, counts and hourly
+// history, and the de-duplication of deliveries and its look-up read the
+// indexes made for them. It needs CAP_TEST_SQLSERVER; without it it is
+// skipped.
 func TestPlansUseIndexes(t *testing.T) {
 	dsn := os.Getenv("CAP_TEST_SQLSERVER")
 	if dsn == "" {
@@ -45,8 +46,8 @@ func TestPlansUseIndexes(t *testing.T) {
 	s, err := New(db, Options{Schema: schema})
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		for _, tb := range []*table{s.q.table(storage.Published), s.q.table(storage.Received)} {
-			_, err := db.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+tb.name)
+		for _, name := range []string{s.q.table(storage.Published).name, s.q.table(storage.Received).name, s.q.lockTable()} {
+			_, err := db.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+name)
 			require.NoError(t, err)
 		}
 		_, err := db.ExecContext(context.Background(), `DROP SCHEMA IF EXISTS `+quoteIdent(schema))
@@ -112,10 +113,13 @@ FROM n`, int64(rows))
 		uses(page, tb, "StatusName_Added")
 		uses(count, tb, "StatusName_Added")
 		uses(s.q.counts(tt), tb, "StatusName_Added")
+		uses(s.q.countByHour(tt, storage.StatusFailed, time.Now().Add(-24*time.Hour)), tb, "StatusName_Added")
 	}
 	rec := s.q.table(storage.Received)
 	uses(s.q.claim(storage.Received, storage.ClaimRequest{Version: "v1", Limit: 100, Lease: time.Minute,
 		Groups: []string{"g.v1"}}), rec, "Version_NextAttemptAt")
 	uses(s.q.insertReceived([]*storage.Record{{ID: int64(rows + 1), Version: "v1", Name: "n", Group: "g.v1",
 		MessageID: "42"}})[0], rec, "MessageId_Group")
+	uses(s.q.receivedExists([]storage.ReceivedKey{{MessageID: "42", Group: "g.v1"}, {MessageID: "43", Group: "g.v1"}})[0],
+		rec, "MessageId_Group")
 }

@@ -402,15 +402,22 @@ func (q *queries) get(t storage.Table, id int64) stmt {
 	return stmt{`SELECT ` + tb.cols("") + ` FROM ` + tb.name + ` WHERE [Id] = @p1`, []any{id}}
 }
 
+// likeEscaper escapes text for LIKE ... ESCAPE '\'. T-SQL's LIKE also
+// gives [ a meaning.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`, `[`, `\[`)
+
 // likePattern makes a substring pattern for LIKE ... ESCAPE '\', or ""
-// for no filter. T-SQL's LIKE also gives [ a meaning.
+// for no filter.
 func likePattern(s string) string {
 	if s == "" {
 		return ""
 	}
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`, `[`, `\[`)
-	return "%" + strings.ToLower(r.Replace(s)) + "%"
+	return "%" + strings.ToLower(likeEscaper.Replace(s)) + "%"
 }
+
+// likePrefix makes a pattern for LIKE ... ESCAPE '\' of the text starting
+// with s.
+func likePrefix(s string) string { return likeEscaper.Replace(s) + "%" }
 
 // list returns the statements of a dashboard page: the page, newest Added
 // first, and the number of rows matching. Name and Content match

@@ -517,3 +517,165 @@ func TestLikePattern(t *testing.T) {
 	require.Equal(t, `%abc%`, likePattern("ABC"))
 	require.Equal(t, `%100\%\_\[a]\\%`, likePattern(`100%_[a]\`))
 }
+
+func TestLockStatements(t *testing.T) {
+	q := newQueries("cap")
+	require.Equal(t, `IF OBJECT_ID(N'[cap].[Lock]', N'U') IS NULL
+CREATE TABLE [cap].[Lock] (
+	[Key] nvarchar(128) NOT NULL,
+	[Instance] nvarchar(256) NOT NULL,
+	[LastLockTime] datetime2(7) NOT NULL,
+	CONSTRAINT [PK_cap.Lock] PRIMARY KEY CLUSTERED ([Key] ASC) WITH (IGNORE_DUP_KEY = ON)
+)`, q.createLock())
+	require.Contains(t, newQueries("Shop_2").createLock(), `CREATE TABLE [Shop_2].[Lock] (`)
+	require.Contains(t, newQueries("Shop_2").createLock(), `CONSTRAINT [PK_Shop_2.Lock] PRIMARY KEY`)
+	checkBalanced(t, q.createLock())
+
+	cases := []struct {
+		st    stmt
+		query string
+		args  []any
+	}{
+		{q.acquireLease("cap.collector", "orders-1/7", 90*time.Second),
+			`MERGE [cap].[Lock] WITH (HOLDLOCK) AS l
+USING (SELECT @p1 AS k, @p2 AS inst, ` + addMicros("@p3", "SYSUTCDATETIME()") + ` AS ends) AS v
+ON l.[Key] = v.k
+WHEN MATCHED AND (l.[Instance] = v.inst COLLATE Latin1_General_BIN2 OR l.[LastLockTime] < SYSUTCDATETIME()) THEN
+	UPDATE SET [Instance] = v.inst, [LastLockTime] = v.ends
+WHEN NOT MATCHED THEN
+	INSERT ([Key], [Instance], [LastLockTime]) VALUES (v.k, v.inst, v.ends)
+OUTPUT inserted.[Instance];`,
+			[]any{"cap.collector", "orders-1/7", us(90 * time.Second)}},
+		{q.releaseLease("cap.collector", "orders-1/7"),
+			`UPDATE [cap].[Lock] SET [Instance] = N'', [LastLockTime] = CAST('0001-01-01T00:00:00' AS datetime2(7))
+WHERE [Key] = @p1 AND [Instance] = @p2 COLLATE Latin1_General_BIN2`,
+			[]any{"cap.collector", "orders-1/7"}},
+	}
+	for _, c := range cases {
+		checkStmt(t, c.st)
+		require.Equal(t, c.query, c.st.query)
+		require.Equal(t, c.args, c.st.args, c.query)
+	}
+	// A lease longer than DATEADD takes is capped, not an overflow.
+	require.Equal(t, maxMicros, q.acquireLease("n", "o", 200*365*24*time.Hour).args[2])
+	require.Contains(t, newQueries("Shop_2").acquireLease("k", "o", time.Second).query, `MERGE [Shop_2].[Lock] WITH (HOLDLOCK)`)
+}
+
+func TestBacklogStatements(t *testing.T) {
+	q := newQueries("cap")
+	due := `[NextAttemptAt] IS NOT NULL AND [NextAttemptAt] <= SYSUTCDATETIME()`
+	failed := `[StatusName] = N'Failed' AND [NextAttemptAt] IS NULL`
+	pub := q.backlog(storage.Published, "v1")
+	checkStmt(t, pub)
+	require.Equal(t, `SELECT N'', COUNT_BIG(CASE WHEN `+due+` THEN 1 END),
+	MIN(CASE WHEN `+due+` THEN [NextAttemptAt] END), COUNT_BIG(CASE WHEN `+failed+` THEN 1 END), SYSUTCDATETIME()
+FROM [cap].[Published]
+WHERE [Version] = @p1 AND ((`+due+`) OR (`+failed+`))
+HAVING COUNT_BIG(*) > 0`, pub.query)
+	require.Equal(t, []any{"v1"}, pub.args)
+
+	rec := q.backlog(storage.Received, "v2")
+	checkStmt(t, rec)
+	require.Equal(t, `SELECT ISNULL([Group], N''), COUNT_BIG(CASE WHEN `+due+` THEN 1 END),
+	MIN(CASE WHEN `+due+` THEN [NextAttemptAt] END), COUNT_BIG(CASE WHEN `+failed+` THEN 1 END), SYSUTCDATETIME()
+FROM [cap].[Received]
+WHERE [Version] = @p1 AND ((`+due+`) OR (`+failed+`))
+GROUP BY ISNULL([Group], N'')`, rec.query)
+	require.Equal(t, []any{"v2"}, rec.args)
+}
+
+func TestReceivedExistsStatements(t *testing.T) {
+	q := newQueries("cap")
+	require.Empty(t, q.receivedExists(nil))
+	st := q.receivedExists([]storage.ReceivedKey{{MessageID: "m1", Group: "g1"}, {MessageID: "m'2", Group: ""}})
+	require.Len(t, st, 1)
+	checkStmt(t, st[0])
+	require.Equal(t, `SELECT k.i FROM (VALUES (1, @p1, @p2),
+	(2, @p3, @p4)) AS k(i, msgid, grp)
+WHERE EXISTS (SELECT 1 FROM [cap].[Received] AS r
+	WHERE r.[MessageId] IS NOT NULL AND r.[MessageId] = k.msgid AND r.[Group] = k.grp)`, st[0].query)
+	require.Equal(t, []any{"m1", "g1", "m'2", ""}, st[0].args)
+
+	// 1,000 keys a statement, numbered from 1 in each, keys in order.
+	keys := make([]storage.ReceivedKey, 2*maxExistsKeys+1)
+	for i := range keys {
+		keys[i] = storage.ReceivedKey{MessageID: "m" + strconv.Itoa(i), Group: "g"}
+	}
+	st = q.receivedExists(keys)
+	require.Len(t, st, 3)
+	var got []string
+	for _, s := range st {
+		checkStmt(t, s)
+		require.True(t, strings.HasPrefix(s.query, "SELECT k.i FROM (VALUES (1, @p1, @p2)"), s.query[:60])
+		for i := 0; i < len(s.args); i += 2 {
+			got = append(got, s.args[i].(string))
+		}
+	}
+	require.Len(t, st[0].args, 2*maxExistsKeys)
+	require.Contains(t, st[0].query, "(1000, @p1999, @p2000)) AS k")
+	require.Equal(t, []any{"m2000", "g"}, st[2].args)
+	for i, id := range got {
+		require.Equal(t, "m"+strconv.Itoa(i), id)
+	}
+}
+
+func TestNodeStatements(t *testing.T) {
+	q := newQueries("cap")
+	cases := []struct {
+		st    stmt
+		query string
+		args  []any
+	}{
+		{q.heartbeat("cap.node:a", "inst"),
+			`MERGE [cap].[Lock] WITH (HOLDLOCK) AS l
+USING (SELECT @p1 AS k, @p2 AS inst) AS v
+ON l.[Key] = v.k
+WHEN MATCHED THEN
+	UPDATE SET [Instance] = v.inst, [LastLockTime] = SYSUTCDATETIME()
+WHEN NOT MATCHED THEN
+	INSERT ([Key], [Instance], [LastLockTime]) VALUES (v.k, v.inst, SYSUTCDATETIME());`,
+			[]any{"cap.node:a", "inst"}},
+		{q.pruneNodes("cap.node:a", 24*time.Hour),
+			`DELETE FROM [cap].[Lock]
+WHERE [Key] LIKE N'cap.node:%' ESCAPE '\' AND [Key] <> @p1 AND [LastLockTime] < ` + addMicros("@p2", "SYSUTCDATETIME()"),
+			[]any{"cap.node:a", us(-24 * time.Hour)}},
+		{q.nodes(time.Minute),
+			`SELECT [Key], ISNULL([Instance], N''), [LastLockTime] FROM [cap].[Lock]
+WHERE [Key] LIKE N'cap.node:%' ESCAPE '\' AND [LastLockTime] >= ` + addMicros("@p1", "SYSUTCDATETIME()") + `
+ORDER BY [Key]`,
+			[]any{us(-time.Minute)}},
+		{q.removeNode("cap.node:a"), `DELETE FROM [cap].[Lock] WHERE [Key] = @p1`, []any{"cap.node:a"}},
+	}
+	for _, c := range cases {
+		checkStmt(t, c.st)
+		require.Equal(t, c.query, c.st.query)
+		require.Equal(t, c.args, c.st.args, c.query)
+	}
+	// A window longer than DATEADD takes is capped, not an overflow.
+	require.Equal(t, -maxMicros, q.nodes(200 * 365 * 24 * time.Hour).args[0])
+	require.Contains(t, newQueries("Shop_2").heartbeat("k", "i").query, `MERGE [Shop_2].[Lock] WITH (HOLDLOCK)`)
+}
+
+// TestNodeKeyPattern: the node rows' pattern matches the prefix literally,
+// whatever characters LIKE would read as wildcards.
+func TestNodeKeyPattern(t *testing.T) {
+	require.Equal(t, `cap.node:%`, likePrefix("cap.node:"))
+	require.Equal(t, `a\_b\%c\[d]\\e%`, likePrefix(`a_b%c[d]\e`))
+	require.Equal(t, "[Key] LIKE N'cap.node:%' ESCAPE '\\'", isNode)
+}
+
+func TestCountByHourStatement(t *testing.T) {
+	q := newQueries("cap")
+	since := time.Date(2026, 1, 2, 4, 5, 6, 0, time.FixedZone("CET", 3600))
+	hour := `DATEADD(hour, DATEDIFF(hour, CAST('2000-01-01T00:00:00' AS datetime2(7)), [Added]), CAST('2000-01-01T00:00:00' AS datetime2(7)))`
+	for _, tt := range []storage.Table{storage.Published, storage.Received} {
+		st := q.countByHour(tt, storage.StatusSucceeded, since)
+		checkStmt(t, st)
+		require.Equal(t, `SELECT `+hour+` AS h, COUNT_BIG(*) FROM `+q.table(tt).name+`
+WHERE [StatusName] = @p1 AND [Added] >= CAST(@p2 AS datetime2(7))
+GROUP BY `+hour+`
+ORDER BY h`, st.query)
+		require.Equal(t, []any{"Succeeded", since.UTC()}, st.args)
+		require.Equal(t, time.UTC, st.args[1].(time.Time).Location(), "since goes in UTC")
+	}
+}

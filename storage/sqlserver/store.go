@@ -31,8 +31,10 @@ const (
 const deadlockRetries = 5
 
 // Store keeps CAP's Published and Received tables in SQL Server, through
-// database/sql and go-mssqldb. It implements storage.Storage[*sql.Tx] and
-// storage.Namer, and is safe for concurrent use.
+// database/sql and go-mssqldb. It implements storage.Storage[*sql.Tx],
+// storage.Namer, storage.Leaser, storage.Pinger, storage.BacklogReader,
+// storage.ReceivedChecker, storage.NodeRegistry and storage.HistoryReader,
+// and is safe for concurrent use.
 type Store struct {
 	db   *sql.DB
 	q    *queries
@@ -165,6 +167,14 @@ func (s *Store) run(ctx context.Context, stmts []stmt, f func(q querier, i int, 
 			}
 		}
 		return nil
+	})
+}
+
+// execOne runs one statement on the database, again after a deadlock.
+func (s *Store) execOne(ctx context.Context, st stmt) error {
+	return s.retry(ctx, func() error {
+		_, err := s.db.ExecContext(ctx, st.query, st.args...)
+		return err
 	})
 }
 

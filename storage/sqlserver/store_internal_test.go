@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	mssql "github.com/microsoft/go-mssqldb"
 	"github.com/stretchr/testify/require"
 
+	"github.com/go-cap/cap/internal/nodeinfo"
 	"github.com/go-cap/cap/storage"
 )
 
@@ -536,9 +538,9 @@ func TestStoreOtherMethods(t *testing.T) {
 }
 
 // TestStoreMigrate: Migrate takes the application lock first, in one
-// transaction, creates the schema and both tables with their columns and
-// indexes, and backfills only a table CAP created (existing, without
-// NextAttemptAt).
+// transaction, creates the schema, CAP's Lock table and both message
+// tables with their columns and indexes, and backfills only a table CAP
+// created (existing, without NextAttemptAt).
 func TestStoreMigrate(t *testing.T) {
 	for _, c := range []struct {
 		name     string
@@ -571,7 +573,7 @@ func TestStoreMigrate(t *testing.T) {
 			require.Equal(t, lock.query, stmts[0].query)
 			require.Equal(t, plain(lock.args), stmts[0].args)
 			require.Equal(t, s.q.createSchema(), stmts[1].query)
-			var want []string
+			want := []string{s.q.createLock()}
 			for _, tb := range []*table{s.q.table(storage.Received), s.q.table(storage.Published)} {
 				want = append(want, tb.tableExists())
 				if c.existed == 1 {
@@ -597,4 +599,247 @@ func TestStoreMigrate(t *testing.T) {
 	err := s.Migrate(context.Background())
 	require.ErrorContains(t, err, "sp_getapplock returned -3")
 	require.Equal(t, []string{"begin", "query", "rollback"}, r.ops())
+}
+
+// sent checks that r received exactly want, in order, and forgets them.
+func sent(t *testing.T, r *recorder, ops []string, want ...stmt) {
+	t.Helper()
+	require.Equal(t, ops, r.ops())
+	stmts := r.statements()
+	require.Len(t, stmts, len(want))
+	for i, st := range want {
+		require.Equal(t, st.query, stmts[i].query)
+		require.Equal(t, plain(st.args), stmts[i].args, st.query)
+	}
+	r.mu.Lock()
+	r.calls = nil
+	r.mu.Unlock()
+}
+
+// failing answers every statement with a SQL Server error.
+func failing(number int32) func(string, []any) answer {
+	return func(string, []any) answer {
+		return answer{err: mssql.Error{Number: number, Message: "refused"}}
+	}
+}
+
+// requireSQLError checks that err is wrapped with prefix and still holds
+// the driver's error.
+func requireSQLError(t *testing.T, err error, prefix string, number int32) {
+	t.Helper()
+	require.ErrorContains(t, err, prefix)
+	require.True(t, strings.HasPrefix(err.Error(), prefix), err.Error())
+	var me mssql.Error
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, number, me.Number)
+}
+
+func TestStoreLease(t *testing.T) {
+	ctx := context.Background()
+	var held bool
+	s, r := newRecorded(t, func(query string, args []any) answer {
+		if held {
+			return answer{rows: [][]driver.Value{{args[1]}}}
+		}
+		return answer{}
+	})
+	held = true
+	ok, err := s.AcquireLease(ctx, "cap.collector", "a", time.Minute)
+	require.NoError(t, err)
+	require.True(t, ok, "a row back: the lease is the caller's")
+	sent(t, r, []string{"query"}, s.q.acquireLease("cap.collector", "a", time.Minute))
+
+	held = false
+	ok, err = s.AcquireLease(ctx, "cap.collector", "b", time.Minute)
+	require.NoError(t, err)
+	require.False(t, ok, "no row back: another owner holds it")
+	sent(t, r, []string{"query"}, s.q.acquireLease("cap.collector", "b", time.Minute))
+
+	require.NoError(t, s.ReleaseLease(ctx, "cap.collector", "a"))
+	sent(t, r, []string{"exec"}, s.q.releaseLease("cap.collector", "a"))
+
+	// A duplicate key on the insert: another instance inserted the lease.
+	for _, n := range []int32{errDuplicateKey, errDuplicateIndexKey} {
+		dup, _ := newRecorded(t, failing(n))
+		ok, err := dup.AcquireLease(ctx, "cap.collector", "a", time.Minute)
+		require.NoError(t, err)
+		require.False(t, ok)
+	}
+
+	// Other errors are returned, wrapped; a deadlock victim runs again.
+	bad, r := newRecorded(t, failing(208))
+	_, err = bad.AcquireLease(ctx, "cap.collector", "a", time.Minute)
+	requireSQLError(t, err, `sqlserver: acquire lease "cap.collector"`, 208)
+	requireSQLError(t, bad.ReleaseLease(ctx, "cap.collector", "a"), `sqlserver: release lease "cap.collector"`, 208)
+	require.Equal(t, []string{"query", "exec"}, r.ops(), "no retry of other errors")
+
+	var mu sync.Mutex
+	fails := 1
+	victim, r := newRecorded(t, func(_ string, args []any) answer {
+		mu.Lock()
+		defer mu.Unlock()
+		if fails > 0 {
+			fails--
+			return answer{err: mssql.Error{Number: errDeadlock}}
+		}
+		return answer{rows: [][]driver.Value{{args[1]}}}
+	})
+	ok, err = victim.AcquireLease(ctx, "cap.collector", "a", time.Minute)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, []string{"query", "query"}, r.ops())
+}
+
+func TestStorePing(t *testing.T) {
+	ctx := context.Background()
+	s, r := newRecorded(t, nil)
+	require.NoError(t, s.Ping(ctx))
+	sent(t, r, []string{"exec"}, stmt{query: `SELECT 1`})
+	bad, _ := newRecorded(t, failing(4060))
+	requireSQLError(t, bad.Ping(ctx), "sqlserver: ping", 4060)
+}
+
+func TestStoreBacklog(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	oldest := now.Add(-time.Minute)
+	s, r := newRecorded(t, func(query string, _ []any) answer {
+		if strings.Contains(query, "[Received]") {
+			return answer{rows: [][]driver.Value{
+				{"g1", int64(2), oldest, int64(0), now},
+				{"g2", int64(0), nil, int64(3), now}, // Failed rows only: no due time
+			}}
+		}
+		return answer{rows: [][]driver.Value{{"", int64(5), oldest, int64(1), now}}}
+	})
+	pub, err := s.Backlog(ctx, storage.Published, "v1")
+	require.NoError(t, err)
+	require.Equal(t, []storage.Backlog{{Due: 5, OldestDue: oldest, Failed: 1, Now: now}}, pub)
+	sent(t, r, []string{"query"}, s.q.backlog(storage.Published, "v1"))
+
+	rec, err := s.Backlog(ctx, storage.Received, "v1")
+	require.NoError(t, err)
+	require.Equal(t, []storage.Backlog{
+		{Group: "g1", Due: 2, OldestDue: oldest, Now: now},
+		{Group: "g2", Failed: 3, Now: now},
+	}, rec)
+	sent(t, r, []string{"query"}, s.q.backlog(storage.Received, "v1"))
+
+	empty, _ := newRecorded(t, nil)
+	got, err := empty.Backlog(ctx, storage.Published, "v1")
+	require.NoError(t, err)
+	require.Empty(t, got)
+
+	bad, _ := newRecorded(t, failing(208))
+	_, err = bad.Backlog(ctx, storage.Received, "v1")
+	requireSQLError(t, err, "sqlserver: backlog received", 208)
+}
+
+func TestStoreReceivedExists(t *testing.T) {
+	ctx := context.Background()
+	// The database has the rows of message ids ending in 0.
+	s, r := newRecorded(t, func(_ string, args []any) answer {
+		var rows [][]driver.Value
+		for i := 0; i < len(args); i += 2 {
+			if strings.HasSuffix(args[i].(string), "0") {
+				rows = append(rows, []driver.Value{int64(i/2 + 1)})
+			}
+		}
+		return answer{rows: rows}
+	})
+	got, err := s.ReceivedExists(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.Empty(t, r.calls, "no statement for no keys")
+
+	keys := []storage.ReceivedKey{{MessageID: "m10", Group: "g"}, {MessageID: "m11", Group: "g"}, {MessageID: "m20", Group: ""}}
+	got, err = s.ReceivedExists(ctx, keys)
+	require.NoError(t, err)
+	require.Equal(t, []bool{true, false, true}, got)
+	sent(t, r, []string{"query"}, s.q.receivedExists(keys)...)
+
+	// More keys than one statement takes: one transaction, the positions
+	// of each statement offset by the keys before it.
+	many := make([]storage.ReceivedKey, 2*maxExistsKeys+5)
+	for i := range many {
+		many[i] = storage.ReceivedKey{MessageID: "m" + strconv.Itoa(i), Group: "g"}
+	}
+	got, err = s.ReceivedExists(ctx, many)
+	require.NoError(t, err)
+	require.Len(t, got, len(many))
+	for i, ok := range got {
+		require.Equal(t, i%10 == 0, ok, i)
+	}
+	sent(t, r, []string{"begin", "query", "query", "query", "commit"}, s.q.receivedExists(many)...)
+
+	bad, _ := newRecorded(t, failing(208))
+	_, err = bad.ReceivedExists(ctx, keys)
+	requireSQLError(t, err, "sqlserver: look up received rows", 208)
+}
+
+func TestStoreNodes(t *testing.T) {
+	ctx := context.Background()
+	seen := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	started := seen.Add(-time.Hour)
+	n := storage.Node{ID: "orders/1", Name: "orders", Host: "h1", Version: "v1.2.3", Started: started}
+	s, r := newRecorded(t, func(query string, _ []any) answer {
+		if strings.HasPrefix(query, "SELECT [Key]") {
+			return answer{rows: [][]driver.Value{
+				{nodeinfo.Key(n.ID), nodeinfo.Instance(n), seen},
+				{"cap.node:broken", "not a node's instance", seen}, // left out
+			}}
+		}
+		return answer{}
+	})
+	require.NoError(t, s.Heartbeat(ctx, n))
+	key := nodeinfo.Key(n.ID)
+	sent(t, r, []string{"exec", "exec"}, s.q.heartbeat(key, nodeinfo.Instance(n)), s.q.pruneNodes(key, nodeinfo.Retention))
+
+	got, err := s.Nodes(ctx, time.Minute)
+	require.NoError(t, err)
+	want := n
+	want.LastSeen = seen
+	require.Equal(t, []storage.Node{want}, got)
+	sent(t, r, []string{"query"}, s.q.nodes(time.Minute))
+
+	require.NoError(t, s.RemoveNode(ctx, n.ID))
+	sent(t, r, []string{"exec"}, s.q.removeNode(key))
+
+	bad, r := newRecorded(t, failing(208))
+	requireSQLError(t, bad.Heartbeat(ctx, n), "sqlserver: heartbeat", 208)
+	require.Len(t, r.statements(), 1, "no pruning after a failed heartbeat")
+	_, err = bad.Nodes(ctx, time.Minute)
+	requireSQLError(t, err, "sqlserver: nodes", 208)
+	requireSQLError(t, bad.RemoveNode(ctx, n.ID), "sqlserver: remove node", 208)
+
+	// The heartbeat's row written, the pruning refused.
+	prune, _ := newRecorded(t, func(query string, _ []any) answer {
+		if strings.HasPrefix(query, "DELETE") {
+			return answer{err: mssql.Error{Number: 229, Message: "permission denied"}}
+		}
+		return answer{}
+	})
+	requireSQLError(t, prune.Heartbeat(ctx, n), "sqlserver: heartbeat: forget old nodes", 229)
+}
+
+func TestStoreCountByHour(t *testing.T) {
+	ctx := context.Background()
+	h1 := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	since := h1.Add(-24 * time.Hour)
+	s, r := newRecorded(t, func(string, []any) answer {
+		return answer{rows: [][]driver.Value{{h1, int64(4)}, {h1.Add(time.Hour).In(time.FixedZone("X", 7200)), int64(1)}}}
+	})
+	got, err := s.CountByHour(ctx, storage.Received, storage.StatusFailed, since)
+	require.NoError(t, err)
+	require.Equal(t, []storage.HourCount{{Hour: h1, Count: 4}, {Hour: h1.Add(time.Hour), Count: 1}}, got)
+	require.Equal(t, time.UTC, got[1].Hour.Location())
+	sent(t, r, []string{"query"}, s.q.countByHour(storage.Received, storage.StatusFailed, since))
+
+	_, err = s.CountByHour(ctx, storage.Published, storage.StatusScheduled, since)
+	require.Error(t, err)
+	require.Empty(t, r.calls, "a status not counted sends no statement")
+
+	bad, _ := newRecorded(t, failing(208))
+	_, err = bad.CountByHour(ctx, storage.Published, storage.StatusSucceeded, since)
+	requireSQLError(t, err, "sqlserver: count published by hour", 208)
 }
