@@ -130,15 +130,17 @@ type Options struct {
 	StoreFirst bool
 	// CollectorCleaningInterval is how often expired rows are deleted.
 	// Defaults to 5 minutes; negative disables the collector. On a storage
-	// that implements storage.Leaser (PostgreSQL, MySQL, SQLite, in-memory) one
-	// instance of those sharing the database collects at a time, under a
+	// that implements storage.Leaser (PostgreSQL, MySQL, SQL Server,
+	// SQLite, MongoDB, in-memory) one instance of those sharing the
+	// database collects at a time, under a
 	// lease of Lease renewed every third of it: Shutdown hands it over at
 	// once, and the lease of an instance that died runs out.
 	CollectorCleaningInterval time.Duration
 	// HeartbeatInterval is how often a bus on a storage that implements
-	// storage.NodeRegistry (PostgreSQL, MySQL, SQLite, MongoDB, in-memory) records
-	// that it is alive, for Bus.Nodes and the dashboard's nodes. Defaults
-	// to 15 s; negative disables the heartbeat.
+	// storage.NodeRegistry (PostgreSQL, MySQL, SQL Server, SQLite,
+	// MongoDB, in-memory) records that it is alive, for Bus.Nodes and the
+	// dashboard's nodes. Defaults to 15 s; negative disables the
+	// heartbeat.
 	HeartbeatInterval time.Duration
 	// ShutdownTimeout bounds Shutdown when its context has no deadline.
 	// Defaults to 10 s.

@@ -220,8 +220,9 @@ type Namer interface {
 // Leaser is implemented by storages that can elect one instance of those
 // sharing a database for a periodic job (the expiry collector): a named
 // lease held by one owner at a time, until it releases it or the lease
-// runs out. The PostgreSQL, MySQL and SQLite storages keep leases in CAP's Lock
-// table. Without a Leaser every instance runs the job.
+// runs out. The PostgreSQL, MySQL, SQL Server and SQLite storages keep
+// leases in CAP's Lock table, MongoDB in its lock collection. Without a
+// Leaser every instance runs the job.
 type Leaser interface {
 	// AcquireLease takes the named lease for owner, or renews it when
 	// owner holds it already, for ttl from the database's now. It reports
