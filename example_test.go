@@ -118,3 +118,26 @@ func ExampleSubscribeReply() {
 	<-done
 	// Output: order 3 paid: true (reply to 1001, seq 1)
 }
+
+// Nodes lists the bus instances alive on the database, from the heartbeat
+// each one records in the storage.
+func ExampleBus_Nodes() {
+	ctx := context.Background()
+	store := memory.New() // one database shared by two instances
+	api, _ := cap.New(store, memtr.New(), cap.Options{InstanceID: "api", Logger: quietLogger()})
+	worker, _ := cap.New(store, memtr.New(), cap.Options{InstanceID: "worker", Logger: quietLogger()})
+	_ = api.Start(ctx)
+	defer api.Shutdown(ctx)
+	_ = worker.Start(ctx)
+
+	nodes, _ := api.Nodes(ctx)
+	fmt.Println(len(nodes), "instances")
+	_ = worker.Shutdown(ctx) // an instance that shuts down leaves the list
+	nodes, _ = api.Nodes(ctx)
+	for _, n := range nodes {
+		fmt.Println(n.Name, "alive")
+	}
+	// Output:
+	// 2 instances
+	// api alive
+}
