@@ -517,7 +517,7 @@ func newDelivery(c *consumer, g *generation, p *partition, rec kafkago.Message) 
 		g:   g,
 		p:   p,
 		rec: rec,
-		msg: &message.Message{Headers: fromHeaders(rec.Headers), Body: rec.Value},
+		msg: decodeRecord(rec),
 	}
 }
 
