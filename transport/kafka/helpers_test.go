@@ -58,8 +58,14 @@ func brokers(t testing.TB) []string {
 // testConfig returns a config for the shared cluster with the short
 // intervals the tests need.
 func testConfig(t testing.TB) Config {
+	return configFor(brokers(t))
+}
+
+// configFor returns a config for addrs with the short intervals the tests
+// need.
+func configFor(addrs []string) Config {
 	return Config{
-		Brokers:              brokers(t),
+		Brokers:              addrs,
 		TopicRefreshInterval: 300 * time.Millisecond,
 		CommitInterval:       50 * time.Millisecond,
 		HeartbeatInterval:    200 * time.Millisecond,

@@ -156,7 +156,7 @@ func (t *Transport) produce(ctx context.Context, topic string, partition int, rs
 		Compression:  t.cfg.Compression,
 	})
 	if err != nil {
-		return wrapSend(err)
+		return t.fail(ctx, "send", err)
 	}
 	if res == nil { // acks=0
 		return nil
