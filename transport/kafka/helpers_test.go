@@ -72,9 +72,12 @@ func configFor(addrs []string) Config {
 		SessionTimeout:       3 * time.Second,
 		RebalanceTimeout:     5 * time.Second,
 		RetryDelay:           200 * time.Millisecond,
-		DialTimeout:          2 * time.Second,
-		ProduceTimeout:       3 * time.Second,
-		Logger:               testLogger(),
+		// A consumer's readers close when their fetch returns: a short
+		// wait keeps each test's clean-up short.
+		FetchMaxWait:   100 * time.Millisecond,
+		DialTimeout:    2 * time.Second,
+		ProduceTimeout: 3 * time.Second,
+		Logger:         testLogger(),
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -161,13 +160,8 @@ func TestSASLSSL(t *testing.T) {
 }
 
 // The conformance suite passes over SASL_SSL (SCRAM-SHA-256) as it does in
-// the clear. It doubles the package's test time, so it runs only when
-// CAP_TEST_KAFKA_SECURE_SUITE is set; the round trips above cover SASL_SSL
-// otherwise.
+// the clear.
 func TestConformanceSASLSSL(t *testing.T) {
-	if os.Getenv("CAP_TEST_KAFKA_SECURE_SUITE") == "" {
-		t.Skip("set CAP_TEST_KAFKA_SECURE_SUITE=1 to run the conformance suite over SASL_SSL")
-	}
 	t.Parallel()
 	pki := newPKI(t)
 	addrs := securedCluster(t, &pki, true)
