@@ -228,3 +228,45 @@ func TestBusWithBadCredentials(t *testing.T) {
 	require.False(t, h.Transport.Healthy)
 	require.True(t, strings.Contains(h.Transport.Error, ErrAuth.Error()), h.Transport.Error)
 }
+
+// A broker that accepts connections and never answers does not hold Check
+// past its context: ErrUnavailable when the context's deadline passes or
+// the context is cancelled, although the dial timeout is longer.
+func TestCheckSilentBroker(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		for c := range accepted {
+			_ = c.Close()
+		}
+	})
+	cfg := configFor([]string{ln.Addr().String()})
+	cfg.DialTimeout = 10 * time.Second
+	tr := newTransport(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = tr.Check(ctx)
+	require.ErrorIs(t, err, transport.ErrUnavailable)
+	require.Less(t, time.Since(start), promptly)
+
+	ctx, cancel = context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start = time.Now()
+	err = tr.Check(ctx)
+	require.ErrorIs(t, err, transport.ErrUnavailable)
+	require.Less(t, time.Since(start), promptly)
+}
