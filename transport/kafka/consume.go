@@ -213,7 +213,13 @@ func (c *consumer) runGroup(topics []string) []string {
 			if gctx.Err() != nil || errors.Is(err, kafkago.ErrGroupClosed) {
 				break
 			}
-			log.Warn("kafka: joining group failed; retrying", "error", err)
+			// Joins are retried after Config.RetryDelay; refused
+			// credentials are an error an operator must fix.
+			if isAuth(err) {
+				log.Error("kafka: joining group failed; retrying", "error", wrap("join group", err))
+			} else {
+				log.Warn("kafka: joining group failed; retrying", "error", err)
+			}
 			continue
 		}
 		gen.Start(func(ctx context.Context) { c.runGeneration(ctx, gen) })
@@ -517,7 +523,7 @@ func newDelivery(c *consumer, g *generation, p *partition, rec kafkago.Message) 
 		g:   g,
 		p:   p,
 		rec: rec,
-		msg: &message.Message{Headers: fromHeaders(rec.Headers), Body: rec.Value},
+		msg: decodeRecord(rec),
 	}
 }
 

@@ -58,17 +58,26 @@ func brokers(t testing.TB) []string {
 // testConfig returns a config for the shared cluster with the short
 // intervals the tests need.
 func testConfig(t testing.TB) Config {
+	return configFor(brokers(t))
+}
+
+// configFor returns a config for addrs with the short intervals the tests
+// need.
+func configFor(addrs []string) Config {
 	return Config{
-		Brokers:              brokers(t),
+		Brokers:              addrs,
 		TopicRefreshInterval: 300 * time.Millisecond,
 		CommitInterval:       50 * time.Millisecond,
 		HeartbeatInterval:    200 * time.Millisecond,
 		SessionTimeout:       3 * time.Second,
 		RebalanceTimeout:     5 * time.Second,
 		RetryDelay:           200 * time.Millisecond,
-		DialTimeout:          2 * time.Second,
-		ProduceTimeout:       3 * time.Second,
-		Logger:               testLogger(),
+		// A consumer's readers close when their fetch returns: a short
+		// wait keeps each test's clean-up short.
+		FetchMaxWait:   100 * time.Millisecond,
+		DialTimeout:    2 * time.Second,
+		ProduceTimeout: 3 * time.Second,
+		Logger:         testLogger(),
 	}
 }
 

@@ -64,10 +64,23 @@
 // error wrapping transport.ErrUnavailable (within Config.DialTimeout or
 // Config.ProduceTimeout), and consumers reconnect and resume by themselves
 // when it comes back.
+//
+// # TLS and SASL
+//
+// Config.TLS and Config.SASL apply to every connection: sends, consumers,
+// topic administration and Check. SASL works with kafka-go's mechanisms
+// (sasl/plain for PLAIN, sasl/scram for SCRAM-SHA-256 and SCRAM-SHA-512),
+// over TLS (SASL_SSL) or not (SASL_PLAINTEXT). Credentials the broker
+// refuses, a broker certificate the TLS config does not trust and an
+// access the broker denies fail sends, subscriptions and Check at once
+// with an error wrapping ErrAuth, never transport.ErrUnavailable: waiting
+// does not help until the configuration or the broker's users change.
 package kafka
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +106,15 @@ var (
 	// a rebalance or the consumer closed; its offset is not committed and
 	// the message is delivered again.
 	ErrRevoked = errors.New("kafka: partition revoked")
+	// ErrAuth: the broker and the transport could not authenticate each
+	// other, or the broker denied access: the broker refused the SASL
+	// credentials or mechanism, the TLS handshake failed (a broker
+	// certificate the TLS config does not trust or whose name does not
+	// match, a client certificate missing or refused), or the broker
+	// answered with an authorization error (ACLs). Such an error is not
+	// marked transport.ErrUnavailable: retrying does not help until the
+	// configuration or the broker's users change.
+	ErrAuth = errors.New("kafka: authentication failed")
 )
 
 // Transport is a transport.Transport on Kafka. It is safe for concurrent
@@ -224,6 +246,38 @@ func (t *Transport) removeConsumer(c *consumer) {
 	t.mu.Unlock()
 }
 
+// isAuth reports whether err is a refusal of the credentials or of the
+// access, or a failed TLS handshake.
+func isAuth(err error) bool {
+	var kerr kafkago.Error
+	if errors.As(err, &kerr) {
+		switch kerr {
+		case kafkago.SASLAuthenticationFailed, kafkago.UnsupportedSASLMechanism, kafkago.IllegalSASLState,
+			kafkago.TopicAuthorizationFailed, kafkago.GroupAuthorizationFailed,
+			kafkago.ClusterAuthorizationFailed, kafkago.TransactionalIDAuthorizationFailed,
+			kafkago.DelegationTokenAuthorizationFailed:
+			return true
+		}
+	}
+	var (
+		verr    *tls.CertificateVerificationError
+		alert   tls.AlertError
+		header  tls.RecordHeaderError
+		unknown x509.UnknownAuthorityError
+		invalid x509.CertificateInvalidError
+		host    x509.HostnameError
+	)
+	if errors.As(err, &verr) || errors.As(err, &alert) || errors.As(err, &header) ||
+		errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &host) {
+		return true
+	}
+	// A fatal alert from the broker's side of the handshake (a client
+	// certificate missing or refused, no common TLS version) comes as an
+	// OpError "remote error" around crypto/tls's unexported alert type.
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error"
+}
+
 // retriable reports whether err is a failure to reach the broker or a
 // Kafka error the broker marks as temporary.
 func retriable(err error) bool {
@@ -242,9 +296,13 @@ func retriable(err error) bool {
 		errors.Is(err, context.DeadlineExceeded)
 }
 
-// wrap returns err for op, marked with transport.ErrUnavailable when the
+// wrap returns err for op, marked with ErrAuth for a refused
+// authentication or access, or with transport.ErrUnavailable when the
 // operation may succeed later.
 func wrap(op string, err error) error {
+	if isAuth(err) {
+		return fmt.Errorf("kafka: %s: %w: %w", op, ErrAuth, err)
+	}
 	if retriable(err) {
 		return fmt.Errorf("kafka: %s: %w: %w", op, transport.ErrUnavailable, err)
 	}

@@ -79,11 +79,7 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []*message.Message) (
 			continue // failed above
 		}
 		key := recordKey(m)
-		records[i] = kafkago.Record{
-			Key:     kafkago.NewBytes(key),
-			Value:   kafkago.NewBytes(m.Body),
-			Headers: toHeaders(m.Headers),
-		}
+		records[i] = encodeRecord(m, key)
 		k := partKey{topic, partitionFor(key, n)}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
@@ -160,7 +156,7 @@ func (t *Transport) produce(ctx context.Context, topic string, partition int, rs
 		Compression:  t.cfg.Compression,
 	})
 	if err != nil {
-		return wrapSend(err)
+		return t.fail(ctx, "send", err)
 	}
 	if res == nil { // acks=0
 		return nil
@@ -178,15 +174,6 @@ func (t *Transport) produce(ctx context.Context, topic string, partition int, rs
 
 func wrapSend(err error) error { return wrap("send", err) }
 
-// recordKey returns CAP's record key: cap-kafka-key when set, else
-// cap-msg-id.
-func recordKey(m *message.Message) []byte {
-	if k := m.Headers[message.HeaderKafkaKey]; k != "" {
-		return []byte(k)
-	}
-	return []byte(m.ID())
-}
-
 // partitionFor is librdkafka's default partitioner for a non-empty key
 // (consistent_random): CRC-32 (IEEE) of the key modulo the partition count,
 // so that Go and .NET producers put one key in one partition.
@@ -195,28 +182,4 @@ func partitionFor(key []byte, n int) int {
 		return 0
 	}
 	return int(crc32.ChecksumIEEE(key) % uint32(n))
-}
-
-// toHeaders returns the record headers of a message: every header as UTF-8
-// bytes, an empty value (CAP's null) as a null header.
-func toHeaders(h message.Headers) []kafkago.Header {
-	hs := make([]kafkago.Header, 0, len(h))
-	for k, v := range h {
-		var b []byte
-		if v != "" {
-			b = []byte(v)
-		}
-		hs = append(hs, kafkago.Header{Key: k, Value: b})
-	}
-	return hs
-}
-
-// fromHeaders returns the headers of a record; a repeated key keeps its
-// last value, a null header becomes "".
-func fromHeaders(hs []kafkago.Header) message.Headers {
-	h := make(message.Headers, len(hs)+2)
-	for _, x := range hs {
-		h[x.Key] = string(x.Value)
-	}
-	return h
 }
