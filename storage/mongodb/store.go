@@ -743,8 +743,19 @@ func outcomeFilter(o storage.Outcome) bson.M {
 	return f
 }
 
-// SetOutcomes writes outcomes with one unordered bulk write; an outcome
-// for a Succeeded row is ignored unless Force.
+// SetOutcomes writes outcomes with one unordered bulk write of multi
+// updates, one per distinct update: a batch of Succeeded rows is one
+// updateMany over their ids. An outcome for a Succeeded row is ignored
+// unless Force.
+//
+// Updates are multi (updateMany), never updateOne, even for one row:
+// FerretDB 1.24 keeps the read of every non-multi update of a command open
+// until the command ends, each read holding one of its 100 SQLite
+// connections, so a command of ~100 updateOne entries (or a few of them at
+// once) waits for a connection forever and FerretDB stalls. A multi update
+// reads to the end and frees its connection before the next entry.
+// Grouping also turns one scan per row into one per distinct update on
+// FerretDB, which scans a collection for any filter but a string _id.
 func (s *Store) SetOutcomes(ctx context.Context, t storage.Table, outs []storage.Outcome) error {
 	if len(outs) == 0 {
 		return nil
@@ -758,14 +769,57 @@ func (s *Store) SetOutcomes(ctx context.Context, t storage.Table, outs []storage
 	if err != nil {
 		return fmt.Errorf("mongodb: set outcomes %s: %w", t, err)
 	}
-	models := make([]mongo.WriteModel, len(outs))
-	for i, o := range outs {
-		models[i] = mongo.NewUpdateOneModel().SetFilter(outcomeFilter(o)).SetUpdate(outcomeUpdate(o, now, added[o.ID]))
-	}
-	if _, err := c.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false)); err != nil {
+	if _, err := c.BulkWrite(ctx, outcomeModels(outs, now, added), options.BulkWrite().SetOrdered(false)); err != nil {
 		return fmt.Errorf("mongodb: set outcomes %s: %w", t, err)
 	}
 	return nil
+}
+
+// outcomeKey is what makes two outcomes the same update.
+type outcomeKey struct {
+	status          storage.Status
+	retries         int
+	content         string
+	hasContent      bool
+	expiresAt, next time.Time
+	retry, force    bool
+}
+
+// outcomeModels returns one updateMany per distinct update of outs, in the
+// order of their first outcome.
+func outcomeModels(outs []storage.Outcome, now time.Time, added map[int64]time.Time) []mongo.WriteModel {
+	var keys []outcomeKey
+	ids := map[outcomeKey][]int64{}
+	first := map[outcomeKey]storage.Outcome{}
+	for _, o := range outs {
+		k := outcomeKey{status: o.Status, retries: o.Retries, content: string(o.Content), hasContent: o.Content != nil,
+			retry: o.Retry, force: o.Force}
+		if o.ExpiresIn > 0 {
+			base := now
+			if o.ExpiresFromAdded {
+				base = added[o.ID]
+			}
+			k.expiresAt = base.Add(o.ExpiresIn).Truncate(time.Millisecond)
+		}
+		if o.Retry {
+			k.next = now.Add(o.RetryIn).Truncate(time.Millisecond)
+		}
+		if _, ok := ids[k]; !ok {
+			keys = append(keys, k)
+			first[k] = o
+		}
+		ids[k] = append(ids[k], o.ID)
+	}
+	models := make([]mongo.WriteModel, len(keys))
+	for i, k := range keys {
+		o := first[k]
+		f := outcomeFilter(o)
+		if len(ids[k]) > 1 {
+			f["_id"] = bson.M{"$in": ids[k]}
+		}
+		models[i] = mongo.NewUpdateManyModel().SetFilter(f).SetUpdate(outcomeUpdate(o, now, added[o.ID]))
+	}
+	return models
 }
 
 // SetOutcomesTx writes outcomes in the caller's transaction; an outcome
