@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-cap/cap/cleanup"
@@ -62,10 +63,14 @@ type Bus[TTx any] struct {
 	collector *cleanup.Collector // nil when disabled
 	tel       *telemetry.Telemetry
 	gauges    func() error // unregisters the outbox gauges
-	node      storage.Node // this instance, for its heartbeat
+	node      storage.Node // this instance, for its heartbeat; Started is in started
+	started   atomic.Int64 // unix nanoseconds of Start, 0 before
 
 	mu      sync.Mutex
 	state   int // 0 new, 1 running, 2 stopped
+	// running mirrors state == 1 for readers that must not wait for b.mu,
+	// which Shutdown holds until it is done (health probes, Nodes).
+	running atomic.Bool
 	cancel  context.CancelFunc
 	bg      sync.WaitGroup
 	runDone chan struct{}
@@ -193,12 +198,14 @@ func (b *Bus[TTx]) Start(ctx context.Context) error {
 		}
 		b.gauges = unreg
 	}
+	b.started.Store(time.Now().UnixNano())
 	b.startHeartbeat(ctx, runCtx)
 	b.cancel = func() {
 		stopOnCtx()
 		cancel()
 	}
 	b.state = 1
+	b.running.Store(true)
 	return nil
 }
 
@@ -216,6 +223,7 @@ func (b *Bus[TTx]) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	b.state = 2
+	b.running.Store(false)
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.opts.ShutdownTimeout)

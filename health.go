@@ -46,9 +46,7 @@ type ConsumerHealth struct {
 // (transport.Checker, where the transport has it) and each subscribed group
 // has its broker consumers running. Each check is bounded by ctx.
 func (b *Bus[TTx]) Health(ctx context.Context) Health {
-	b.mu.Lock()
-	running := b.state == 1
-	b.mu.Unlock()
+	running := b.running.Load()
 	h := Health{Running: running, Storage: ComponentHealth{Name: nameOf(b.store)},
 		Transport: ComponentHealth{Name: nameOf(b.tr)}}
 	if err := b.pingStorage(ctx); err != nil {

@@ -72,3 +72,33 @@ func TestHealth(t *testing.T) {
 	require.NoError(t, b.bus.Shutdown(ctx))
 	require.False(t, b.bus.Health(ctx).Running)
 }
+
+// TestHealthDuringShutdown: while Shutdown waits for a running handler,
+// Health and Nodes answer at once (not running) instead of waiting for it.
+func TestHealthDuringShutdown(t *testing.T) {
+	t.Parallel()
+	b := setup(t, cap.Options{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	require.NoError(t, cap.Subscribe(b.bus, "slow", "g", func(ctx context.Context, m cap.Msg[string]) error {
+		close(entered)
+		<-release
+		return nil
+	}))
+	b.start(t)
+	ctx := context.Background()
+	require.NoError(t, b.bus.Publish(ctx, "slow", "x"))
+	<-entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.bus.Shutdown(ctx) }()
+	eventually(t, 5*time.Second, func() bool { return !b.bus.Health(ctx).Running }, "Health answers while Shutdown waits")
+	ns, err := b.bus.Nodes(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{b.bus.Node().ID}, nodeIDs(ns))
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned before its handler ended: %v", err)
+	default:
+	}
+	close(release)
+	require.NoError(t, <-stopped)
+}

@@ -14,9 +14,10 @@ import (
 // unique to the instance: Options.InstanceID and a number of its own, so
 // that two processes on one host differ. Started is zero before Start.
 func (b *Bus[TTx]) Node() storage.Node {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	n := b.node
+	if ns := b.started.Load(); ns != 0 {
+		n.Started = time.Unix(0, ns).UTC()
+	}
 	n.LastSeen = time.Now().UTC()
 	return n
 }
@@ -27,11 +28,8 @@ func (b *Bus[TTx]) Node() storage.Node {
 // is not a storage.NodeRegistry), with the heartbeat disabled, or when the
 // bus is not running, it returns this instance alone.
 func (b *Bus[TTx]) Nodes(ctx context.Context) ([]storage.Node, error) {
-	b.mu.Lock()
-	running := b.state == 1
-	b.mu.Unlock()
 	reg, ok := b.store.(storage.NodeRegistry)
-	if !ok || b.opts.HeartbeatInterval < 0 || !running {
+	if !ok || b.opts.HeartbeatInterval < 0 || !b.running.Load() {
 		return []storage.Node{b.Node()}, nil
 	}
 	ns, err := reg.Nodes(ctx, 3*b.opts.HeartbeatInterval)
@@ -42,15 +40,15 @@ func (b *Bus[TTx]) Nodes(ctx context.Context) ([]storage.Node, error) {
 }
 
 // startHeartbeat records the node at once and then every
-// HeartbeatInterval until ctx ends. A failed heartbeat is logged when it
-// starts failing and when it recovers. Called with b.mu held.
+// HeartbeatInterval until runCtx ends. A failed heartbeat is logged when
+// it starts failing and when it recovers. Called by Start, after it set
+// b.started.
 func (b *Bus[TTx]) startHeartbeat(ctx, runCtx context.Context) {
 	reg, ok := b.store.(storage.NodeRegistry)
 	if !ok || b.opts.HeartbeatInterval < 0 {
 		return
 	}
-	b.node.Started = time.Now().UTC()
-	node := b.node
+	node := b.Node()
 	failing := false
 	beat := func(ctx context.Context) {
 		err := reg.Heartbeat(ctx, node)
