@@ -66,8 +66,8 @@ type Bus[TTx any] struct {
 	node      storage.Node // this instance, for its heartbeat; Started is in started
 	started   atomic.Int64 // unix nanoseconds of Start, 0 before
 
-	mu      sync.Mutex
-	state   int // 0 new, 1 running, 2 stopped
+	mu    sync.Mutex
+	state int // 0 new, 1 running, 2 stopped
 	// running mirrors state == 1 for readers that must not wait for b.mu,
 	// which Shutdown holds until it is done (health probes, Nodes).
 	running atomic.Bool
