@@ -34,9 +34,33 @@ type order struct {
 type bundle struct {
 	db    *sql.DB
 	store *sqlite.Storage
+	polls *pollCounter // store, counting claims: the buses run on it
 	tr    *memtr.Transport
 	bus   *cap.Bus[*sql.Tx]
 	opts  cap.Options
+}
+
+// pollCounter is the SQLite storage with its claims counted, so a test can
+// wait for the bus's pollers to have looked for due rows a number of times
+// instead of sleeping. Embedding the concrete storage keeps every optional
+// interface it implements.
+type pollCounter struct {
+	*sqlite.Storage
+	claims [2]atomic.Int64 // by storage.Table
+}
+
+func (p *pollCounter) Claim(ctx context.Context, t storage.Table, req storage.ClaimRequest) ([]*storage.Record, error) {
+	recs, err := p.Storage.Claim(ctx, t, req)
+	p.claims[t].Add(1)
+	return recs, err
+}
+
+// waitPolls waits until the table has been claimed from n more times.
+func (b *bundle) waitPolls(t *testing.T, tbl storage.Table, n int64) {
+	t.Helper()
+	from := b.polls.claims[tbl].Load()
+	eventually(t, 10*time.Second, func() bool { return b.polls.claims[tbl].Load() >= from+n },
+		"%d more claims of %s", n, tbl)
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -60,9 +84,10 @@ func setup(t *testing.T, opts cap.Options) *bundle {
 	}
 	wid := int64(1)
 	opts.WorkerID = &wid
-	bus, err := cap.New(store, tr, opts)
+	polls := &pollCounter{Storage: store}
+	bus, err := cap.New[*sql.Tx](polls, tr, opts)
 	require.NoError(t, err)
-	return &bundle{db: db, store: store, tr: tr, bus: bus, opts: opts}
+	return &bundle{db: db, store: store, polls: polls, tr: tr, bus: bus, opts: opts}
 }
 
 func (b *bundle) start(t *testing.T) {
@@ -174,7 +199,7 @@ func TestRolledBackNeverDelivered(t *testing.T) {
 	require.NoError(t, tx.Commit())
 	eventually(t, 5*time.Second, func() bool { _, ok := handled.Load(3); return ok }, "committed message handled")
 	// Let the dispatcher poll a few more times before checking.
-	time.Sleep(5 * b.opts.PollInterval)
+	b.waitPolls(t, storage.Published, 3)
 	_, ok1 := handled.Load(1)
 	_, ok2 := handled.Load(2)
 	require.False(t, ok1 || ok2, "rolled-back messages must never be delivered")
@@ -317,7 +342,7 @@ func TestRetryAfterIntervalThenCallbackOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "SubscriberExecutionFailedException-->always", m.Exception())
 	// Poll a few more rounds: no more attempts, no second callback.
-	time.Sleep(5 * b.opts.PollInterval)
+	b.waitPolls(t, storage.Received, 3)
 	require.EqualValues(t, 5, calls.Load())
 	require.EqualValues(t, 1, failed.Load())
 	infoMu.Lock()
@@ -470,8 +495,12 @@ func TestDuplicateDeliveryHandledOnce(t *testing.T) {
 		rs := received(t, b.store, "ledger.v1")
 		return len(rs) == 1 && rs[0].Status == storage.StatusSucceeded
 	}, "one Succeeded row")
-	time.Sleep(5 * b.opts.PollInterval)
-	require.EqualValues(t, 1, effects.Load())
+	// A message sent after the copies is handled after they were taken
+	// from the broker (one consumer, delivered in order).
+	require.NoError(t, b.tr.Send(ctx, &message.Message{Headers: message.Headers{
+		message.HeaderMessageID: "43", message.HeaderMessageName: "pay"}, Body: []byte(`6`)}))
+	recv(t, seen)
+	require.EqualValues(t, 2, effects.Load(), "the copies had no effect")
 }
 
 // The inbox: the handler's writes and the Received row's status commit
@@ -629,7 +658,7 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 	require.NoError(t, cap.Subscribe(b.bus, "slow", "g", handler))
 	// A second instance of the same service polls for due rows all along.
 	wid := int64(7)
-	other, err := cap.New(b.store, b.tr, cap.Options{Lease: lease, PollInterval: 10 * time.Millisecond, WorkerID: &wid, Logger: quietLogger()})
+	other, err := cap.New[*sql.Tx](b.polls, b.tr, cap.Options{Lease: lease, PollInterval: 10 * time.Millisecond, WorkerID: &wid, Logger: quietLogger()})
 	require.NoError(t, err)
 	require.NoError(t, cap.Subscribe(other, "slow", "g", handler))
 	b.start(t)
@@ -641,7 +670,8 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 		rs := received(t, b.store, "g.v1")
 		return len(rs) == 1 && rs[0].Status == storage.StatusSucceeded
 	}, "Succeeded")
-	time.Sleep(300 * time.Millisecond) // several lease periods after success
+	// Both instances poll for due rows again after the success.
+	b.waitPolls(t, storage.Received, 10)
 	require.EqualValues(t, 1, calls.Load())
 	require.Nil(t, received(t, b.store, "g.v1")[0].NextAttemptAt)
 }
@@ -652,7 +682,7 @@ func TestInstanceClaimsOnlyItsGroups(t *testing.T) {
 	t.Parallel()
 	b := setup(t, cap.Options{})
 	wid := int64(3)
-	publisherOnly, err := cap.New(b.store, b.tr, cap.Options{Logger: quietLogger(), PollInterval: 10 * time.Millisecond, WorkerID: &wid})
+	publisherOnly, err := cap.New[*sql.Tx](b.polls, b.tr, cap.Options{Logger: quietLogger(), PollInterval: 10 * time.Millisecond, WorkerID: &wid})
 	require.NoError(t, err)
 	require.NoError(t, publisherOnly.Start(context.Background()))
 	defer publisherOnly.Shutdown(context.Background())
@@ -665,7 +695,7 @@ func TestInstanceClaimsOnlyItsGroups(t *testing.T) {
 	ok, err := b.store.InsertReceived(context.Background(), rec)
 	require.NoError(t, err)
 	require.True(t, ok)
-	time.Sleep(20 * 10 * time.Millisecond) // twenty polls of the publisher-only instance
+	b.waitPolls(t, storage.Published, 20) // twenty polls of the publisher-only instance
 	r, err := b.store.Get(context.Background(), storage.Received, rec.ID)
 	require.NoError(t, err)
 	require.Equal(t, storage.StatusScheduled, r.Status, "another service's row was touched")
@@ -750,8 +780,11 @@ func TestUnstorableMessageFailsOnce(t *testing.T) {
 		require.NoError(t, err)
 		require.Contains(t, m.Exception(), want)
 	}
-	// Acked once: a redelivery would report the failure again.
-	time.Sleep(300 * time.Millisecond)
+	// Acked once: a redelivery would report the failure again. A message
+	// sent now comes after any redelivery (one consumer, in order).
+	require.NoError(t, b.tr.Send(ctx, &message.Message{Headers: message.Headers{
+		message.HeaderMessageID: "last", message.HeaderMessageName: "t"}, Body: []byte(`"x"`)}))
+	eventually(t, 10*time.Second, func() bool { _, ok := handled.Load("last"); return ok }, "the last message handled")
 	for _, id := range []string{"refused", "u\x00nul"} {
 		n, ok := failures.Load(id)
 		require.True(t, ok, "failure of %q reported", id)
