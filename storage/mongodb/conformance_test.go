@@ -23,7 +23,7 @@ func TestConformance(t *testing.T) {
 		// 2,000 documents takes 0.3 to 1.3 s (no index is used, every
 		// document is decoded), so 2,000 rows cannot be claimed within the
 		// subtest's 10 s. Claim exclusivity under concurrency is tested on
-		// FerretDB by TestBusTwoInstances and TestConcurrentClaimsSmall.
+		// FerretDB by TestConcurrentClaimsSmall.
 		h.Skip = map[string]string{"ConcurrentClaimers": "embedded FerretDB scans too slowly for 2,000 rows in 10 s; run with CAP_TEST_MONGO"}
 	}
 	storagetest.Run(t, h)
