@@ -791,3 +791,38 @@ func TestUnstorableMessageFailsOnce(t *testing.T) {
 		require.EqualValues(t, 1, n.(*atomic.Int32).Load(), "failure of %q reported once", id)
 	}
 }
+
+// TestAbruptStopReturnsDeliveries: when the ctx given to Start ends (an
+// abrupt stop, no Shutdown), the bus's broker consumers close, so that a
+// delivery it holds unacked goes to another instance of the group at once,
+// as a crashed process's connections would give it back, instead of
+// waiting on a consumer nobody reads until the process ends.
+func TestAbruptStopReturnsDeliveries(t *testing.T) {
+	t.Parallel()
+	a := setup(t, cap.Options{})
+	running := make(chan struct{}, 1)
+	require.NoError(t, cap.Subscribe(a.bus, "work", "g", func(ctx context.Context, m cap.Msg[string]) error {
+		running <- struct{}{}
+		<-ctx.Done() // holds the delivery until the abrupt stop
+		return ctx.Err()
+	}))
+	runCtx, stop := context.WithCancel(context.Background())
+	require.NoError(t, a.bus.Start(runCtx))
+	t.Cleanup(func() { _ = a.bus.Shutdown(context.Background()) })
+
+	wid := int64(2)
+	b, err := cap.New[*sql.Tx](a.polls, a.tr, cap.Options{Logger: quietLogger(), PollInterval: 50 * time.Millisecond, WorkerID: &wid})
+	require.NoError(t, err)
+	done := make(chan string, 1)
+	require.NoError(t, cap.Subscribe(b, "work", "g", func(ctx context.Context, m cap.Msg[string]) error {
+		done <- m.Payload
+		return nil
+	}))
+
+	require.NoError(t, a.bus.Publish(context.Background(), "work", "job"))
+	recv(t, running) // a holds the delivery, unacked: its row is written with the outcome
+	stop()
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(func() { _ = b.Shutdown(context.Background()) })
+	require.Equal(t, "job", recv(t, done), "the other instance got the delivery back")
+}

@@ -141,8 +141,9 @@ func (b *Bus[TTx]) Storage() storage.Storage[TTx] { return b.store }
 // Start migrates the storage, binds every subscribed group on the broker
 // and starts the dispatcher, the consumers, the retry and delay scheduling
 // and the collector. They run until Shutdown, or until ctx ends: cancelling
-// ctx stops them at once, with no clean-up (the rows they held come back to
-// any instance when their lease ends).
+// ctx stops them at once, with no clean-up: the rows they held come back to
+// any instance when their lease ends, and the broker consumers are closed,
+// so that the deliveries not yet acked go back to the broker at once.
 func (b *Bus[TTx]) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -88,12 +88,16 @@ func NewConsumers[TTx any](cfg *Config[TTx], reg *Registry[TTx], exec *Executor[
 
 // Start subscribes every group (Config.Consumers clients each) and starts
 // their receive loops, which end with ctx or Stop. When Start returns, every
-// group is bound on the broker.
+// group is bound on the broker. When ctx ends (an abrupt stop, without
+// Stop), the broker consumers are closed, so that the deliveries they hold
+// unacked go back to the broker at once, as a crashed process's
+// connections would give them back: another instance handles them.
 func (c *Consumers[TTx]) Start(ctx context.Context) error {
 	rctx, pause := context.WithCancel(ctx)
 	c.mu.Lock()
 	c.pause = pause
 	c.mu.Unlock()
+	context.AfterFunc(ctx, c.Close)
 	for _, g := range c.reg.Groups() {
 		topics := c.reg.Topics(g)
 		for range c.cfg.Consumers {
