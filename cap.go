@@ -142,8 +142,9 @@ func (b *Bus[TTx]) Storage() storage.Storage[TTx] { return b.store }
 // and starts the dispatcher, the consumers, the retry and delay scheduling
 // and the collector. They run until Shutdown, or until ctx ends: cancelling
 // ctx stops them at once, with no clean-up: the rows they held come back to
-// any instance when their lease ends, and the broker consumers are closed,
-// so that the deliveries not yet acked go back to the broker at once.
+// any instance when their lease ends, and the broker consumers are closed
+// as a crashed process's would be, so that the broker redelivers what was
+// not acked (RabbitMQ at once, other brokers as they redeliver).
 func (b *Bus[TTx]) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -89,9 +89,10 @@ func NewConsumers[TTx any](cfg *Config[TTx], reg *Registry[TTx], exec *Executor[
 // Start subscribes every group (Config.Consumers clients each) and starts
 // their receive loops, which end with ctx or Stop. When Start returns, every
 // group is bound on the broker. When ctx ends (an abrupt stop, without
-// Stop), the broker consumers are closed, so that the deliveries they hold
-// unacked go back to the broker at once, as a crashed process's
-// connections would give them back: another instance handles them.
+// Stop), the broker consumers are closed, as a crashed process's
+// connections would be, so that the broker redelivers the deliveries they
+// hold unacked to another instance instead of keeping them for a consumer
+// nobody reads.
 func (c *Consumers[TTx]) Start(ctx context.Context) error {
 	rctx, pause := context.WithCancel(ctx)
 	c.mu.Lock()
