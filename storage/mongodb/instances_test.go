@@ -196,6 +196,8 @@ func TestBusTwoInstances(t *testing.T) {
 	}
 	clear(log.asked)
 	log.mu.Unlock()
+	require.Positive(t, per["A"], "A forwarded none: the instances did not share the documents")
+	require.Positive(t, per["B"], "B forwarded none: the instances did not share the documents")
 	t.Logf("healthy: %d messages forwarded once each, by instance: %v", healthy, per)
 
 	// A holds its sends until released; B never completes one.
