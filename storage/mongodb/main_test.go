@@ -100,8 +100,9 @@ func ferretLogger() *slog.Logger {
 // startFerretProcess builds internal/ferretserver without the race
 // detector and runs it on the handler: under -race an embedded FerretDB
 // is instrumented too, and the bus tests spent most of their time in it
-// (measured: TestBusOncePerGroup 109 s with FerretDB in the test binary,
-// 19 s with it in a process of its own, both on its PostgreSQL handler).
+// (measured on its PostgreSQL handler: TestBusOncePerGroup failed its
+// deadline after 109 s with FerretDB in the test binary, and passed in 19
+// s with it in a process of its own).
 // The server ends when stop closes its standard input, or when the test
 // binary ends, however it ends.
 func startFerretProcess(dir, handler, pgURL string) (uri string, stop func(), err error) {
