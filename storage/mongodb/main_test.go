@@ -97,7 +97,7 @@ func ferretLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 1}))
 }
 
-// startFerretProcess builds internal/ferretserver without the race
+// startFerretProcess builds testdata/ferretserver without the race
 // detector and runs it on the handler: under -race an embedded FerretDB
 // is instrumented too, and the bus tests spent most of their time in it
 // (measured on its PostgreSQL handler: TestBusOncePerGroup failed its
@@ -111,9 +111,9 @@ func startFerretProcess(dir, handler, pgURL string) (uri string, stop func(), er
 		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	bin := filepath.Join(dir, "ferretserver")
-	build := exec.Command(goCmd, "build", "-race=false", "-o", bin, "./internal/ferretserver")
+	build := exec.Command(goCmd, "build", "-race=false", "-o", bin, "./testdata/ferretserver")
 	if out, err := build.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("build internal/ferretserver: %v\n%s", err, out)
+		return "", nil, fmt.Errorf("build testdata/ferretserver: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "-handler", handler, "-sqlite-url", "file:"+dir+"/", "-postgresql-url", pgURL)
 	cmd.Stderr = os.Stderr
@@ -159,12 +159,12 @@ func startFerretProcess(dir, handler, pgURL string) (uri string, stop func(), er
 	case uri, ok := <-line:
 		if !ok || !strings.HasPrefix(uri, "mongodb://") {
 			stop()
-			return "", nil, fmt.Errorf("internal/ferretserver printed %q, not its URI", uri)
+			return "", nil, fmt.Errorf("testdata/ferretserver printed %q, not its URI", uri)
 		}
 		return uri, stop, nil
 	case <-time.After(time.Minute):
 		stop()
-		return "", nil, errors.New("internal/ferretserver did not print its URI within a minute")
+		return "", nil, errors.New("testdata/ferretserver did not print its URI within a minute")
 	}
 }
 
