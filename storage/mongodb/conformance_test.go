@@ -19,12 +19,16 @@ func TestConformance(t *testing.T) {
 		h.NoTransactions = "the server has no multi-document transactions (FerretDB or a standalone mongod); set CAP_TEST_MONGO to a replica set"
 	}
 	if ferret {
-		// Measured on the embedded FerretDB 1.24 (SQLite): a find over
-		// 2,000 documents takes 0.3 to 1.3 s (no index is used, every
-		// document is decoded), so 2,000 rows cannot be claimed within the
-		// subtest's 10 s. Claim exclusivity under concurrency is tested on
-		// FerretDB by TestConcurrentClaimsSmall.
-		h.Skip = map[string]string{"ConcurrentClaimers": "embedded FerretDB scans too slowly for 2,000 rows in 10 s; run with CAP_TEST_MONGO"}
+		// Measured on FerretDB 1.24 in a process of its own: 8 claimers
+		// claimed 215 to 313 (SQLite handler) and 135 to 245 (PostgreSQL
+		// handler) of the 2,000 rows in the subtest's 10 s. FerretDB pushes
+		// none of a claim's filters (NextAttemptAt $lte, _id $in, an int64
+		// _id) nor its sort down to its backend, so every find and every
+		// update decodes every document of the collection, and claimers
+		// racing for the same first rows repeat that per round. Claim
+		// exclusivity under concurrency is tested on FerretDB by
+		// TestConcurrentClaimsSmall (300 rows) and TestBusTwoInstances.
+		h.Skip = map[string]string{"ConcurrentClaimers": "FerretDB 1.24 reads every document for each claim: about 250 of 2,000 rows claimed in 10 s; run with CAP_TEST_MONGO"}
 	}
 	storagetest.Run(t, h)
 }

@@ -67,6 +67,13 @@
 // $$NOW were not used: FerretDB 1.24 does not implement them, and one code
 // path serves both servers.
 //
+// Received look-ups: the storage implements storage.ReceivedChecker with
+// one find per group of {Group: g, MessageId: {$in: ids}} (500 ids at
+// most), over the unique (MessageId, Group) index. The bus then runs a
+// plain handler as soon as its delivery is known to be new and writes the
+// received document once, with the handler's outcome, instead of a
+// document to run followed by an update.
+//
 // Batches without a transaction: InsertPublished inserts ordered and
 // deletes what it inserted when a document fails; InsertReceivedBatch
 // inserts unordered, takes a rejection by the (MessageId, Group) index as

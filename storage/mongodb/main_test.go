@@ -1,11 +1,17 @@
 package mongodb_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,11 +24,12 @@ import (
 )
 
 // The server the tests run on: CAP_TEST_MONGO when set (a replica set runs
-// the transactional subtests too), else an embedded FerretDB on SQLite in
-// a temporary directory, started once for the package.
+// the transactional subtests too), else FerretDB on SQLite in a temporary
+// directory, started once for the package: embedded, or under -race in a
+// process of its own built without the race detector.
 var (
 	serverURI string
-	ferret    bool // the server is the embedded FerretDB
+	ferret    bool // the server is the FerretDB TestMain started
 )
 
 func TestMain(m *testing.M) {
@@ -50,12 +57,22 @@ func run(m *testing.M) int {
 	if os.Getenv("CAP_TEST_FERRETDB") == "pg" {
 		handler = "postgresql"
 	}
+	if raceEnabled {
+		uri, stop, err := startFerretProcess(dir, handler, pgURL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ferretdb:", err)
+			return 1
+		}
+		defer stop()
+		serverURI, ferret = uri, true
+		return m.Run()
+	}
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:      ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Handler:       handler,
 		SQLiteURL:     "file:" + dir + "/",
 		PostgreSQLURL: pgURL,
-		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		Logger:        ferretLogger(),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ferretdb:", err)
@@ -71,6 +88,84 @@ func run(m *testing.M) int {
 	serverURI = f.MongoDBURI()
 	ferret = true
 	return m.Run()
+}
+
+// ferretLogger is the embedded FerretDB's: its PostgreSQL handler logs
+// every refused insert (a duplicate key, which the storage expects) as an
+// error, and clients get every error anyway.
+func ferretLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 1}))
+}
+
+// startFerretProcess builds testdata/ferretserver without the race
+// detector and runs it on the handler: under -race an embedded FerretDB
+// is instrumented too, and the bus tests spent most of their time in it
+// (measured on its PostgreSQL handler: TestBusOncePerGroup failed its
+// deadline after 109 s with FerretDB in the test binary, and passed in 19
+// s with it in a process of its own).
+// The server ends when stop closes its standard input, or when the test
+// binary ends, however it ends.
+func startFerretProcess(dir, handler, pgURL string) (uri string, stop func(), err error) {
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(dir, "ferretserver")
+	build := exec.Command(goCmd, "build", "-race=false", "-o", bin, "./testdata/ferretserver")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", nil, fmt.Errorf("build testdata/ferretserver: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-handler", handler, "-sqlite-url", "file:"+dir+"/", "-postgresql-url", pgURL)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	// A pipe of our own for its output: Wait would close the one of
+	// StdoutPipe while it is still read.
+	stdout, w, err := os.Pipe()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd.Stdout = w
+	err = cmd.Start()
+	_ = w.Close()
+	if err != nil {
+		_ = stdout.Close()
+		return "", nil, err
+	}
+	stop = func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			line <- sc.Text()
+		}
+		close(line)
+		_, _ = io.Copy(io.Discard, stdout)
+		_ = stdout.Close()
+	}()
+	select {
+	case uri, ok := <-line:
+		if !ok || !strings.HasPrefix(uri, "mongodb://") {
+			stop()
+			return "", nil, fmt.Errorf("testdata/ferretserver printed %q, not its URI", uri)
+		}
+		return uri, stop, nil
+	case <-time.After(time.Minute):
+		stop()
+		return "", nil, errors.New("testdata/ferretserver did not print its URI within a minute")
+	}
 }
 
 // connect returns a client of the test server, closed at cleanup.

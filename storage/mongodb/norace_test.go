@@ -1,0 +1,5 @@
+//go:build !race
+
+package mongodb_test
+
+const raceEnabled = false
