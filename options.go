@@ -115,7 +115,8 @@ type Options struct {
 	Workers int
 	// StoreFirst stores every delivery in the Received table before its
 	// handler runs. Without it, on a storage that implements
-	// storage.ReceivedChecker (PostgreSQL, SQLite, in-memory), a plain
+	// storage.ReceivedChecker (PostgreSQL, MySQL/MariaDB, SQL Server,
+	// MongoDB, SQLite, in-memory), a plain
 	// handler (Subscribe, not SubscribeTx) runs as soon as the consumer has
 	// checked that the message is not stored already, and the message's
 	// row is then written once, with the outcome, before the delivery is
