@@ -12,10 +12,15 @@ import (
 var _ storage.ReceivedChecker = (*Store[pgx.Tx])(nil)
 
 // existsQuery returns the indices (1-based) of the keys that have a row,
-// through the unique (MessageId, Group) index.
+// through the unique (MessageId, Group) index. The look-up is a LATERAL
+// subquery with LIMIT 1, not EXISTS: a prepared statement's generic plan
+// made while the table was empty or not yet analyzed (a new deployment,
+// the first minute of a bus) chose a hash join over a sequential scan of
+// the whole table for EXISTS, kept until the next ANALYZE; a LATERAL probe
+// per key is a nested loop over the index whatever the statistics say.
 func existsQuery(table string) string {
 	return `SELECT k.i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(msgid, grp, i)
-		WHERE EXISTS (SELECT 1 FROM ` + table + ` r WHERE r."MessageId" = k.msgid AND r."Group" = k.grp)`
+		CROSS JOIN LATERAL (SELECT 1 FROM ` + table + ` r WHERE r."MessageId" = k.msgid AND r."Group" = k.grp LIMIT 1) AS hit`
 }
 
 // ReceivedExists reports for each key whether a Received row with its

@@ -89,6 +89,7 @@ func TestExplainPlans(t *testing.T) {
 			check{tbl.String() + " list scheduled by name", tq.listScheduled[filterName], []any{"%topic.1%", 20, 0}},
 		)
 	}
+	checks = append(checks, check{"received exists", q.exists, []any{[]string{"m7", "m8", "nope"}, []string{"g3", "g0", "g1"}}})
 	for i, c := range checks {
 		// A prepared statement may switch to a generic plan, made without
 		// the parameters' values; both kinds must use an index.
@@ -133,4 +134,50 @@ func TestExplainPlans(t *testing.T) {
 			require.NotContains(t, plan.String(), "Seq Scan", "%s reads the whole table", c.name)
 		}
 	}
+}
+
+// TestExistsPlanOnFreshTable: the received look-up's generic plan, made
+// on an empty table never analyzed (as a new deployment's first prepared
+// statements are), probes the unique index rather than reading the whole
+// table; its custom plan too, and both once the table holds rows that
+// were not analyzed yet.
+func TestExistsPlanOnFreshTable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q := newQueries(newSchemaName(), false)
+	conn := connectSchema(t, q)
+	_, err := conn.Exec(ctx, `PREPARE fresh_exists AS `+q.exists)
+	require.NoError(t, err)
+	explain := func(mode string) string {
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		_, err = tx.Exec(ctx, `SET LOCAL plan_cache_mode = `+mode)
+		require.NoError(t, err)
+		rs, err := tx.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE fresh_exists(ARRAY['m1','m2','m3'], ARRAY['g','g','g'])`,
+			pgx.QueryExecModeSimpleProtocol)
+		require.NoError(t, err)
+		var plan strings.Builder
+		for rs.Next() {
+			var line string
+			require.NoError(t, rs.Scan(&line))
+			plan.WriteString(line + "\n")
+		}
+		require.NoError(t, rs.Err())
+		return plan.String()
+	}
+	check := func(when string) {
+		for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {
+			plan := explain(mode)
+			t.Logf("%s, %s:\n%s", when, mode, plan)
+			require.NotContains(t, plan, "Seq Scan", "%s, %s: the look-up reads the whole table", when, mode)
+			require.Contains(t, plan, `"MessageId"`, "%s, %s: the look-up does not use the (MessageId, Group) index", when, mode)
+		}
+	}
+	check("empty")
+	_, err = conn.Exec(ctx, `INSERT INTO `+q.tables[storage.Received].name+` ("Id", "Version", "Name", "Group", "MessageId",
+		"Content", "Retries", "Added", "StatusName")
+		SELECT i, 'v1', 't', 'g', 'm' || i, '{}', 0, now(), 'Succeeded' FROM generate_series(1, 5000) AS i`)
+	require.NoError(t, err)
+	check("5,000 rows, not analyzed")
 }
