@@ -15,67 +15,9 @@ import (
 	"github.com/go-cap/cap"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
-	"github.com/go-cap/cap/transport"
+	"github.com/go-cap/cap/storage/storagetest"
 	memtr "github.com/go-cap/cap/transport/memory"
 )
-
-// sends records which instance forwarded each message to the broker, and
-// which messages each instance was asked to send.
-type sends struct {
-	mu    sync.Mutex
-	by    map[string][]string // message id -> instances whose send succeeded
-	asked map[string][]string // instance -> message ids it was asked to send
-}
-
-// recordingTransport forwards sends to a shared broker and records them in
-// log; while its hold is set, a send waits for hold to return first and
-// fails with its error.
-type recordingTransport struct {
-	transport.Transport
-	name string
-	log  *sends
-	mu   sync.Mutex
-	hold func(ctx context.Context) error
-}
-
-func (r *recordingTransport) setHold(f func(ctx context.Context) error) {
-	r.mu.Lock()
-	r.hold = f
-	r.mu.Unlock()
-}
-
-func (r *recordingTransport) Send(ctx context.Context, m *message.Message) error {
-	return r.SendBatch(ctx, []*message.Message{m})[0]
-}
-
-func (r *recordingTransport) SendBatch(ctx context.Context, msgs []*message.Message) []error {
-	r.log.mu.Lock()
-	for _, m := range msgs {
-		r.log.asked[r.name] = append(r.log.asked[r.name], m.ID())
-	}
-	r.log.mu.Unlock()
-	r.mu.Lock()
-	hold := r.hold
-	r.mu.Unlock()
-	if hold != nil {
-		if err := hold(ctx); err != nil {
-			errs := make([]error, len(msgs))
-			for i := range errs {
-				errs[i] = err
-			}
-			return errs
-		}
-	}
-	errs := r.Transport.SendBatch(ctx, msgs)
-	r.log.mu.Lock()
-	for i, m := range msgs {
-		if errs == nil || errs[i] == nil {
-			r.log.by[m.ID()] = append(r.log.by[m.ID()], r.name)
-		}
-	}
-	r.log.mu.Unlock()
-	return errs
-}
 
 // runs counts handler runs per order number and keeps the time of the
 // first.
@@ -136,12 +78,12 @@ func TestBusTwoInstances(t *testing.T) {
 	first := newStore(t, c)
 	broker := memtr.New()
 	t.Cleanup(func() { _ = broker.Close() })
-	log := &sends{by: map[string][]string{}, asked: map[string][]string{}}
+	log := storagetest.NewSendLog()
 	h := &runs{n: map[int]int{}, first: map[int]time.Time{}}
 	names := []string{"A", "B"}
 	var (
 		buses   []*cap.Bus[*mongo.Session]
-		trs     []*recordingTransport
+		trs     []*storagetest.GatedTransport
 		cancels []context.CancelFunc
 	)
 	for i, name := range names {
@@ -151,7 +93,7 @@ func TestBusTwoInstances(t *testing.T) {
 			store, err = newStoreOn(t, c, first.Database().Name())
 			require.NoError(t, err)
 		}
-		tr := &recordingTransport{Transport: broker, name: name, log: log}
+		tr := &storagetest.GatedTransport{Transport: broker, Name: name, Log: log}
 		wid := int64(10 + i)
 		bus, err := cap.New(store, tr, cap.Options{
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), WorkerID: &wid,
@@ -187,22 +129,21 @@ func TestBusTwoInstances(t *testing.T) {
 	// other.
 	publish(1, healthy)
 	waitFor(t, 60*time.Second, func() bool { return h.all(1, healthy) }, fmt.Sprintf("%d messages handled", healthy))
-	log.mu.Lock()
-	require.Len(t, log.by, healthy)
+	forwarded := log.Forwarded()
+	require.Len(t, forwarded, healthy)
 	per := map[string]int{}
-	for id, by := range log.by {
+	for id, by := range forwarded {
 		require.Len(t, by, 1, "message %s forwarded by %v", id, by)
 		per[by[0]]++
 	}
-	clear(log.asked)
-	log.mu.Unlock()
+	log.ResetAsked()
 	require.Positive(t, per["A"], "A forwarded none: the instances did not share the documents")
 	require.Positive(t, per["B"], "B forwarded none: the instances did not share the documents")
 	t.Logf("healthy: %d messages forwarded once each, by instance: %v", healthy, per)
 
 	// A holds its sends until released; B never completes one.
 	release := make(chan struct{})
-	trs[0].setHold(func(ctx context.Context) error {
+	trs[0].SetGate(func(ctx context.Context) error {
 		select {
 		case <-release:
 			return nil
@@ -210,16 +151,12 @@ func TestBusTwoInstances(t *testing.T) {
 			return ctx.Err()
 		}
 	})
-	trs[1].setHold(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+	trs[1].SetGate(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
 	publish(healthy+1, healthy+later)
 	waitFor(t, 30*time.Second, func() bool {
-		log.mu.Lock()
-		defer log.mu.Unlock()
-		return len(log.asked["B"]) > 0
+		return len(log.Asked("B")) > 0
 	}, "B is sending a batch")
-	log.mu.Lock()
-	held := append([]string(nil), log.asked["B"]...)
-	log.mu.Unlock()
+	held := log.Asked("B")
 	cancels[1]() // B stops abruptly, in the middle of a send
 	stopped := time.Now()
 	// Its documents stay leased to it.
@@ -232,13 +169,12 @@ func TestBusTwoInstances(t *testing.T) {
 	close(release)
 	waitFor(t, 60*time.Second, func() bool { return h.all(1, healthy+later) }, fmt.Sprintf("%d messages handled", healthy+later))
 
-	log.mu.Lock()
-	defer log.mu.Unlock()
+	forwarded = log.Forwarded()
 	for _, id := range held {
-		require.Equal(t, []string{"A"}, log.by[id], "message %s B held", id)
+		require.Equal(t, []string{"A"}, forwarded[id], "message %s B held", id)
 	}
-	require.Len(t, log.by, healthy+later)
-	for id, by := range log.by {
+	require.Len(t, forwarded, healthy+later)
+	for id, by := range forwarded {
 		require.Len(t, by, 1, "message %s forwarded by %v", id, by)
 	}
 	h.mu.Lock()

@@ -18,7 +18,6 @@ import (
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/storage"
-	"github.com/go-cap/cap/transport"
 	memtr "github.com/go-cap/cap/transport/memory"
 )
 
@@ -360,62 +359,6 @@ func testBusPlainCommitIsPrompt[TTx any](t *testing.T, h BusHarness[TTx]) {
 	}
 }
 
-// sendLog records which instance forwarded each message to the broker.
-type sendLog struct {
-	mu   sync.Mutex
-	by   map[string][]string // msg id → instances that forwarded it
-	seen map[string][]string // instance → ids it was asked to send
-}
-
-// gatedTransport forwards to a shared broker, recording sends; while its
-// gate is set it holds sends until the gate returns.
-type gatedTransport struct {
-	transport.Transport
-	name string
-	log  *sendLog
-	mu   sync.Mutex
-	gate func(ctx context.Context) error
-}
-
-func (g *gatedTransport) setGate(f func(ctx context.Context) error) {
-	g.mu.Lock()
-	g.gate = f
-	g.mu.Unlock()
-}
-
-func (g *gatedTransport) Send(ctx context.Context, m *message.Message) error {
-	return g.SendBatch(ctx, []*message.Message{m})[0]
-}
-
-func (g *gatedTransport) SendBatch(ctx context.Context, msgs []*message.Message) []error {
-	g.log.mu.Lock()
-	for _, m := range msgs {
-		g.log.seen[g.name] = append(g.log.seen[g.name], m.ID())
-	}
-	g.log.mu.Unlock()
-	g.mu.Lock()
-	gate := g.gate
-	g.mu.Unlock()
-	if gate != nil {
-		if err := gate(ctx); err != nil {
-			errs := make([]error, len(msgs))
-			for i := range errs {
-				errs[i] = err
-			}
-			return errs
-		}
-	}
-	errs := g.Transport.SendBatch(ctx, msgs)
-	g.log.mu.Lock()
-	for i, m := range msgs {
-		if errs == nil || errs[i] == nil {
-			g.log.by[m.ID()] = append(g.log.by[m.ID()], g.name)
-		}
-	}
-	g.log.mu.Unlock()
-	return errs
-}
-
 // testBusThreeInstances: three buses share one database and one broker.
 // No row is sent twice while all are healthy; when one is stopped abruptly
 // while holding claimed rows, the others send them after its lease.
@@ -425,11 +368,11 @@ func testBusThreeInstances[TTx any](t *testing.T, h BusHarness[TTx]) {
 	first, another := h.New(t)
 	broker := memtr.New()
 	t.Cleanup(func() { _ = broker.Close() })
-	log := &sendLog{by: map[string][]string{}, seen: map[string][]string{}}
+	log := NewSendLog()
 	counts := newHandled()
 	var (
 		buses   []*cap.Bus[TTx]
-		gates   []*gatedTransport
+		gates   []*GatedTransport
 		cancels []context.CancelFunc
 	)
 	for i, name := range []string{"A", "B", "C"} {
@@ -437,7 +380,7 @@ func testBusThreeInstances[TTx any](t *testing.T, h BusHarness[TTx]) {
 		if i > 0 {
 			store = another(t)
 		}
-		gt := &gatedTransport{Transport: broker, name: name, log: log}
+		gt := &GatedTransport{Transport: broker, Name: name, Log: log}
 		wid := int64(100 + i)
 		bus, err := cap.New(store, gt, busOptions(cap.Options{
 			WorkerID: &wid, Lease: lease, PollInterval: 200 * time.Millisecond, BatchSize: 10, Senders: 1,
@@ -476,14 +419,13 @@ func testBusThreeInstances[TTx any](t *testing.T, h BusHarness[TTx]) {
 	// Healthy: every row is forwarded once, by some instance.
 	publish(1, 600, 1)
 	waitUntil(t, 30*time.Second, "600 messages handled", func() bool { return counts.distinct("g.v1") == 600 })
-	log.mu.Lock()
-	require.Len(t, log.by, 600)
+	forwarded := log.Forwarded()
+	require.Len(t, forwarded, 600)
 	per := map[string]int{}
-	for id, by := range log.by {
+	for id, by := range forwarded {
 		require.Len(t, by, 1, "message %s forwarded by %v", id, by)
 		per[by[0]]++
 	}
-	log.mu.Unlock()
 	t.Logf("healthy: 600 messages forwarded once each, by instance: %v", per)
 
 	// A and B hold their sends; C never completes its.
@@ -496,21 +438,15 @@ func testBusThreeInstances[TTx any](t *testing.T, h BusHarness[TTx]) {
 			return ctx.Err()
 		}
 	}
-	gates[0].setGate(hold)
-	gates[1].setGate(hold)
-	gates[2].setGate(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
-	log.mu.Lock()
-	clear(log.seen)
-	log.mu.Unlock()
+	gates[0].SetGate(hold)
+	gates[1].SetGate(hold)
+	gates[2].SetGate(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+	log.ResetAsked()
 	publish(601, 900, 30)
 	waitUntil(t, 10*time.Second, "C sending a batch", func() bool {
-		log.mu.Lock()
-		defer log.mu.Unlock()
-		return len(log.seen["C"]) > 0
+		return len(log.Asked("C")) > 0
 	})
-	log.mu.Lock()
-	held := append([]string(nil), log.seen["C"]...)
-	log.mu.Unlock()
+	held := log.Asked("C")
 	cancels[2]() // C stops abruptly, mid-batch
 	stopped := time.Now()
 	// Its rows stay leased to it.
@@ -522,14 +458,13 @@ func testBusThreeInstances[TTx any](t *testing.T, h BusHarness[TTx]) {
 	}
 	close(release)
 	waitUntil(t, 30*time.Second, "900 messages handled", func() bool { return counts.distinct("g.v1") == 900 })
-	log.mu.Lock()
-	defer log.mu.Unlock()
+	forwarded = log.Forwarded()
 	for _, id := range held {
-		by := log.by[id]
+		by := forwarded[id]
 		require.Len(t, by, 1, "message %s forwarded by %v", id, by)
 		require.NotEqual(t, "C", by[0])
 	}
-	for id, by := range log.by {
+	for id, by := range forwarded {
 		require.Len(t, by, 1, "message %s forwarded by %v", id, by)
 	}
 	// Handlers run at least once. While every instance is healthy (orders
