@@ -55,7 +55,7 @@ import (
 // does not have yet.
 var (
 	storages        = []string{"postgres", "sqlite"}
-	futureStorages  = []string{"mongodb"}
+	futureStorages  = []string{}
 	transports      = []string{"memory"}
 	futureTransport = []string{}
 )
