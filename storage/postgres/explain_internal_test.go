@@ -119,19 +119,10 @@ func TestExplainPlans(t *testing.T) {
 			if len(lits) > 0 {
 				execute += `(` + strings.Join(lits, ", ") + `)`
 			}
-			rs, err := tx.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) EXECUTE `+execute,
-				pgx.QueryExecModeSimpleProtocol)
-			require.NoError(t, err)
-			var plan strings.Builder
-			for rs.Next() {
-				var line string
-				require.NoError(t, rs.Scan(&line))
-				plan.WriteString(line + "\n")
-			}
-			require.NoError(t, rs.Err())
+			plan := explainPlan(t, tx, `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) EXECUTE `+execute)
 			require.NoError(t, tx.Rollback(ctx))
-			t.Logf("%s (%s):\n%s", c.name, mode, plan.String())
-			require.NotContains(t, plan.String(), "Seq Scan", "%s reads the whole table", c.name)
+			t.Logf("%s (%s):\n%s", c.name, mode, plan)
+			require.NotContains(t, plan, "Seq Scan", "%s reads the whole table", c.name)
 		}
 	}
 }
@@ -154,17 +145,7 @@ func TestExistsPlanOnFreshTable(t *testing.T) {
 		defer func() { _ = tx.Rollback(ctx) }()
 		_, err = tx.Exec(ctx, `SET LOCAL plan_cache_mode = `+mode)
 		require.NoError(t, err)
-		rs, err := tx.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE fresh_exists(ARRAY['m1','m2','m3'], ARRAY['g','g','g'])`,
-			pgx.QueryExecModeSimpleProtocol)
-		require.NoError(t, err)
-		var plan strings.Builder
-		for rs.Next() {
-			var line string
-			require.NoError(t, rs.Scan(&line))
-			plan.WriteString(line + "\n")
-		}
-		require.NoError(t, rs.Err())
-		return plan.String()
+		return explainPlan(t, tx, `EXPLAIN (COSTS OFF) EXECUTE fresh_exists(ARRAY['m1','m2','m3'], ARRAY['g','g','g'])`)
 	}
 	check := func(when string) {
 		for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {
@@ -180,4 +161,19 @@ func TestExistsPlanOnFreshTable(t *testing.T) {
 		SELECT i, 'v1', 't', 'g', 'm' || i, '{}', 0, now(), 'Succeeded' FROM generate_series(1, 5000) AS i`)
 	require.NoError(t, err)
 	check("5,000 rows, not analyzed")
+}
+
+// explainPlan runs an EXPLAIN in tx and returns its lines.
+func explainPlan(t *testing.T, tx pgx.Tx, explain string) string {
+	t.Helper()
+	rs, err := tx.Query(context.Background(), explain, pgx.QueryExecModeSimpleProtocol)
+	require.NoError(t, err)
+	var plan strings.Builder
+	for rs.Next() {
+		var line string
+		require.NoError(t, rs.Scan(&line))
+		plan.WriteString(line + "\n")
+	}
+	require.NoError(t, rs.Err())
+	return plan.String()
 }

@@ -231,8 +231,18 @@ func TestRebalanceLosesNothing(t *testing.T) {
 		}
 	}
 	send(n / 3)
-	// B joins while A works.
-	time.Sleep(50 * time.Millisecond)
+	// B joins while A works: once A has acked some of them.
+	working := time.Now().Add(waitLong)
+	for {
+		mu.Lock()
+		acked := len(handled)
+		mu.Unlock()
+		if acked > 0 {
+			break
+		}
+		require.False(t, time.Now().After(working), "A acked nothing")
+		time.Sleep(5 * time.Millisecond)
+	}
 	cB, err := trB.Subscribe(context.Background(), group, []string{topic})
 	require.NoError(t, err)
 	wg.Add(1)
