@@ -13,15 +13,22 @@ import (
 	"github.com/go-cap/cap/storage"
 )
 
-// testConcurrentClaimers: Concurrent claimers over 2,000 rows, half of them
-// inserted while the claims run, never receive the same row and together
-// receive all of them.
+// testConcurrentClaimers: Concurrent claimers over ClaimRows rows (2,000 by
+// default), half of them inserted while the claims run, never receive the
+// same row and together receive all of them.
 func testConcurrentClaimers[TTx any](t *testing.T, e *env[TTx]) {
-	const rows, batch = 2000, 100
+	rows := e.claimRows
+	batch := min(100, rows/8)
 	all := e.recs(rows, "concurrent.claim")
-	for i := 0; i < rows/2; i += batch {
-		require.NoError(t, e.s.InsertPublished(e.ctx, all[i:i+batch]))
+	insert := func(from, to int) error {
+		for i := from; i < to; i += batch {
+			if err := e.s.InsertPublished(e.ctx, all[i:min(i+batch, to)]); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
+	require.NoError(t, insert(0, rows/2))
 	inserted := map[int64]bool{}
 	for _, r := range all {
 		inserted[r.ID] = true
@@ -47,7 +54,7 @@ func testConcurrentClaimers[TTx any](t *testing.T, e *env[TTx]) {
 		wg.Go(func() {
 			<-start
 			req := storage.ClaimRequest{Version: version, Limit: 7 + w*5%40, Lease: longLease}
-			for total.Load() < rows {
+			for total.Load() < int64(rows) {
 				if time.Now().After(deadline) {
 					fail(fmt.Errorf("claimer %d: only %d of %d rows claimed within %s", w, total.Load(), rows, waitFor))
 					return
@@ -77,11 +84,8 @@ func testConcurrentClaimers[TTx any](t *testing.T, e *env[TTx]) {
 	}
 	wg.Go(func() {
 		<-start
-		for i := rows / 2; i < rows; i += batch {
-			if err := e.s.InsertPublished(e.ctx, all[i:i+batch]); err != nil {
-				fail(fmt.Errorf("InsertPublished while claiming: %w", err))
-				return
-			}
+		if err := insert(rows/2, rows); err != nil {
+			fail(fmt.Errorf("InsertPublished while claiming: %w", err))
 		}
 	})
 	close(start)

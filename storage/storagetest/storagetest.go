@@ -66,6 +66,10 @@ type Harness[TTx any] struct {
 	New func(t *testing.T) storage.Storage[TTx]
 	// Concurrent is the number of goroutines the concurrency tests use (0 means 8).
 	Concurrent int
+	// ClaimRows is the number of rows ConcurrentClaimers races over (0
+	// means DefaultClaimRows), for a test server too slow to claim 2,000
+	// rows within the subtest's deadline; at least 8.
+	ClaimRows int
 	// NoTransactions, when not empty, says why the storages cannot run
 	// multi-document transactions (for example a MongoDB server that is no
 	// replica set). The subtests that need Begin are then skipped with this
@@ -81,6 +85,10 @@ type Harness[TTx any] struct {
 // DefaultConcurrent is the number of goroutines of the concurrency tests
 // when Harness.Concurrent is zero.
 const DefaultConcurrent = 8
+
+// DefaultClaimRows is the number of rows of ConcurrentClaimers when
+// Harness.ClaimRows is zero.
+const DefaultClaimRows = 2000
 
 const (
 	// version is the Version of the rows the suite writes.
@@ -118,6 +126,12 @@ func Run[TTx any](t *testing.T, h Harness[TTx]) {
 	}
 	if h.Concurrent <= 0 {
 		h.Concurrent = DefaultConcurrent
+	}
+	if h.ClaimRows == 0 {
+		h.ClaimRows = DefaultClaimRows
+	}
+	if h.ClaimRows < 8 {
+		t.Fatalf("storagetest: Harness.ClaimRows is %d, less than 8", h.ClaimRows)
 	}
 	ids, err := message.NewIDGenerator(rand.Int64N(message.MaxWorkerID + 1))
 	require.NoError(t, err)
@@ -182,7 +196,7 @@ func Run[TTx any](t *testing.T, h Harness[TTx]) {
 				defer cancel()
 				s := h.New(t)
 				require.NotNil(t, s, "Harness.New returned nil")
-				tc.fn(t, &env[TTx]{t: t, ctx: ctx, s: s, ids: ids, concurrent: h.Concurrent, noTx: h.NoTransactions != ""})
+				tc.fn(t, &env[TTx]{t: t, ctx: ctx, s: s, ids: ids, concurrent: h.Concurrent, claimRows: h.ClaimRows, noTx: h.NoTransactions != ""})
 			})
 		}
 	})
@@ -195,6 +209,7 @@ type env[TTx any] struct {
 	s          storage.Storage[TTx]
 	ids        *message.IDGenerator
 	concurrent int
+	claimRows  int  // rows of ConcurrentClaimers
 	noTx       bool // the storage has no transactions
 }
 
