@@ -89,7 +89,11 @@ func TestBusOncePerGroup(t *testing.T) {
 	}
 	handled := time.Since(start)
 	// Let the outcomes settle; then every row Succeeded once. (Counts
-	// reads every document on FerretDB: poll it gently.)
+	// reads every document on FerretDB: poll it gently.) Each outcome
+	// update decodes every document there too, so on a machine busy with
+	// other packages' tests the last outcomes may come a minute or more
+	// after the last handling: the settling has a deadline of its own.
+	deadline = time.Now().Add(2 * time.Minute)
 	for {
 		pc, err := store.Counts(ctx, storage.Published)
 		require.NoError(t, err)
