@@ -49,6 +49,8 @@ type env struct {
 	mysqlDSN string
 	my       *sql.DB // opened by mariadb on first use
 	myErr    error
+
+	fdb *ferretDB // the mongodb- scenarios' server, started on first use
 }
 
 // brokerSide is what the harness needs of a transport's broker besides the
@@ -282,6 +284,9 @@ func (e *env) ensureUp() error {
 	}
 	if e.my != nil {
 		errs = append(errs, e.ensureMariaDB())
+	}
+	if e.fdb != nil {
+		errs = append(errs, e.ensureFerret())
 	}
 	return errors.Join(errs...)
 }

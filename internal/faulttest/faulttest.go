@@ -1,6 +1,7 @@
 // Package faulttest is the fault-injection harness of the bus: it runs real
 // producer and consumer processes (cmd/producer, cmd/consumer) against
-// PostgreSQL (or MySQL/MariaDB, -storage mysql) and RabbitMQ, kills them
+// PostgreSQL (or MySQL/MariaDB, -storage mysql, or MongoDB, -storage
+// mongodb, publishing without a business transaction) and RabbitMQ, kills them
 // with SIGKILL, restarts the broker and the database under them, and then checks that every committed message was
 // handled, that no rolled-back one was, and that the transactional handler's
 // effect happened exactly once.
@@ -23,10 +24,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/go-cap/cap"
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/storage"
+	"github.com/go-cap/cap/storage/mongodb"
 	"github.com/go-cap/cap/storage/mysql"
 	"github.com/go-cap/cap/storage/postgres"
 	"github.com/go-cap/cap/transport"
@@ -68,12 +72,13 @@ const Ready = "READY"
 
 // Config is what both programs are told on their command line.
 type Config struct {
-	Storage   string // "postgres" (default) or "mysql"
-	DSN       string // PostgreSQL URL, or MySQL DSN with -storage mysql
+	Storage   string // "postgres" (default), "mysql" or "mongodb"
+	DSN       string // PostgreSQL URL, MySQL DSN (-storage mysql) or MongoDB URI (-storage mongodb)
+	Business  string // -storage mongodb: the PostgreSQL URL of the business tables
 	Transport string // a name RegisterTransport knows: "rabbitmq" (default), ...
 	AMQP      string // RabbitMQ
 	Broker    string // the address of any other transport's broker
-	Schema    string // cap tables and business tables (MySQL: their prefix)
+	Schema    string // cap tables and business tables (MySQL: their prefix; MongoDB: the database too)
 	Prefix    string // exchange, group and topic prefix: the run's own names
 	Instance  string // instance name, recorded with each handling
 	WorkerID  int64  // snowflake worker id, distinct per process
@@ -83,8 +88,10 @@ type Config struct {
 
 // Flags registers the configuration's flags on fs.
 func (c *Config) Flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Storage, "storage", "postgres", "storage: postgres or mysql")
-	fs.StringVar(&c.DSN, "dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL connection string, or MySQL DSN")
+	fs.StringVar(&c.Storage, "storage", "postgres", "storage: postgres, mysql or mongodb")
+	fs.StringVar(&c.DSN, "dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL connection string, MySQL DSN or MongoDB URI")
+	fs.StringVar(&c.Business, "business", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+		"with -storage mongodb: PostgreSQL connection string of the business tables")
 	fs.StringVar(&c.Transport, "transport", "rabbitmq", "transport: a name RegisterTransport knows")
 	fs.StringVar(&c.Broker, "broker", "", "address of the broker of a transport other than rabbitmq")
 	fs.StringVar(&c.AMQP, "amqp", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
@@ -104,7 +111,7 @@ func (c *Config) Check() error {
 	if c.Prefix == "" {
 		return fmt.Errorf("faulttest: -prefix is required")
 	}
-	if c.Storage != "postgres" && c.Storage != "mysql" {
+	if c.Storage != "postgres" && c.Storage != "mysql" && c.Storage != "mongodb" {
 		return fmt.Errorf("faulttest: unknown -storage %q", c.Storage)
 	}
 	if _, ok := transports[c.Transport]; !ok {
@@ -185,6 +192,66 @@ type DB[TTx any] struct {
 	// RecordHandled records a handling on its own, RecordHandledTx in tx.
 	RecordHandled   func(ctx context.Context, n int64, group, instance, msgID string) error
 	RecordHandledTx func(ctx context.Context, tx TTx, n int64, group, instance, msgID string) error
+	// NoTx: the storage runs no business transaction (MongoDB on a server
+	// without multi-document transactions). NextOrder, InsertOrder and
+	// RecordHandled then ignore tx and commit on their own, the producer
+	// publishes without a transaction and the consumer has no inbox group
+	// (RecordHandledTx is nil).
+	NoTx bool
+}
+
+// ConnectMongo opens the storage of a program on MongoDB (database
+// c.Schema) and the business tables on PostgreSQL (c.Business, schema
+// c.Schema): the harness's MongoDB server is FerretDB, which has no
+// multi-document transactions, so the business rows and the messages
+// cannot commit together and the programs run without a transaction.
+func (c *Config) ConnectMongo(ctx context.Context, _ *slog.Logger) (*DB[*mongo.Session], error) {
+	pg, err := c.connectBusiness(ctx)
+	if err != nil {
+		return nil, err
+	}
+	client, err := mongo.Connect(options.Client().ApplyURI(c.DSN).SetTimeout(10 * time.Second).
+		SetServerSelectionTimeout(5 * time.Second))
+	if err != nil {
+		pg.Close()
+		return nil, err
+	}
+	closeAll := func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = client.Disconnect(dctx)
+		pg.Close()
+	}
+	store, err := mongodb.New(ctx, client, mongodb.Options{Database: c.Schema})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	db := c.businessDB(pg, func() {})
+	return &DB[*mongo.Session]{
+		Store: store,
+		Close: closeAll,
+		NextOrder: func(ctx context.Context, _ *mongo.Session) (int64, error) {
+			return db.NextOrder(ctx, nil)
+		},
+		InsertOrder: func(ctx context.Context, _ *mongo.Session, n int64, producer, via string) error {
+			_, err := pg.Exec(ctx, `INSERT INTO `+Table(c.Schema, "orders")+` (n, producer, via) VALUES ($1, $2, $3)`,
+				n, producer, via)
+			return err
+		},
+		RecordRollback: db.RecordRollback,
+		RecordHandled:  db.RecordHandled,
+		NoTx:           true,
+	}, nil
+}
+
+func (c *Config) connectBusiness(ctx context.Context) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(c.Business)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.MaxConns = 12
+	return pgxpool.NewWithConfig(ctx, pcfg)
 }
 
 // ConnectPostgres opens the pool and the storage of a program.
@@ -203,13 +270,25 @@ func (c *Config) ConnectPostgres(ctx context.Context, log *slog.Logger) (*DB[pgx
 		pool.Close()
 		return nil, err
 	}
+	db := c.businessDB(pool, pool.Close)
+	db.Store = store
+	return db, nil
+}
+
+// businessDB returns the business statements on PostgreSQL, in the
+// schema's tables; NextOrder's tx may be nil (autocommit).
+func (c *Config) businessDB(pool *pgxpool.Pool, closeFn func()) *DB[pgx.Tx] {
 	record := `INSERT INTO ` + Table(c.Schema, "handled") + ` (n, grp, instance, msg_id) VALUES ($1, $2, $3, $4)`
+	next := `SELECT nextval('` + Table(c.Schema, "order_n") + `')`
 	return &DB[pgx.Tx]{
-		Store: store,
-		Close: pool.Close,
+		Close: closeFn,
 		NextOrder: func(ctx context.Context, tx pgx.Tx) (int64, error) {
 			var n int64
-			err := tx.QueryRow(ctx, `SELECT nextval('`+Table(c.Schema, "order_n")+`')`).Scan(&n)
+			if tx == nil {
+				err := pool.QueryRow(ctx, next).Scan(&n)
+				return n, err
+			}
+			err := tx.QueryRow(ctx, next).Scan(&n)
 			return n, err
 		},
 		InsertOrder: func(ctx context.Context, tx pgx.Tx, n int64, producer, via string) error {
@@ -229,7 +308,7 @@ func (c *Config) ConnectPostgres(ctx context.Context, log *slog.Logger) (*DB[pgx
 			_, err := tx.Exec(ctx, record, n, group, instance, msgID)
 			return err
 		},
-	}, nil
+	}
 }
 
 // MySQLTable returns the name of a business table of a MySQL run: the

@@ -30,7 +30,7 @@ type world struct {
 	e       *env
 	broker  brokerSide
 	name    string
-	storage string // "" (PostgreSQL) or "mysql"
+	storage string // "" (PostgreSQL), "mysql" or "mongodb"
 	schema  string // PostgreSQL schema, or MySQL table prefix
 	prefix  string
 
@@ -60,13 +60,20 @@ func (e *env) newWorld(t *testing.T, name, storage string, broker brokerSide, in
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dsn := e.dsn
-	if storage == "mysql" {
+	var extra []string
+	queues := []string{w.prefix + "." + faulttest.GroupPlain + ".v1", w.prefix + "." + faulttest.GroupInbox + ".v1"}
+	switch storage {
+	case "mysql":
 		dsn = e.mysqlDSN
 		require.NoError(t, faulttest.CreateTablesMySQL(ctx, e.mariadb(t), w.schema))
-	} else {
+	case "mongodb":
+		// The business tables stay in PostgreSQL; no inbox group.
+		dsn, extra = e.ferret(t).uri, []string{"-business", e.dsn}
+		queues = queues[:1]
+		require.NoError(t, faulttest.CreateTables(ctx, e.pool, w.schema))
+	default:
 		require.NoError(t, faulttest.CreateTables(ctx, e.pool, w.schema))
 	}
-	queues := []string{w.prefix + "." + faulttest.GroupPlain + ".v1", w.prefix + "." + faulttest.GroupInbox + ".v1"}
 	t.Cleanup(func() {
 		// Programs first: they must not see their tables vanish.
 		w.stopAll()
@@ -86,13 +93,18 @@ func (e *env) newWorld(t *testing.T, name, storage string, broker brokerSide, in
 		} else if _, err := e.pool.Exec(ctx, `DROP SCHEMA IF EXISTS "`+w.schema+`" CASCADE`); err != nil {
 			t.Errorf("drop schema %s: %v", w.schema, err)
 		}
+		if storage == "mongodb" {
+			if err := w.mongoDB().Drop(ctx); err != nil {
+				t.Errorf("drop MongoDB database %s: %v", w.schema, err)
+			}
+		}
 		if err := w.broker.cleanup(w.prefix, queues, w.prefix+"."+faulttest.Topic); err != nil {
 			t.Errorf("clean up the broker: %v", err)
 		}
 	})
 	for i := range instances {
 		common := append([]string{"-storage", cmp.Or(storage, "postgres"), "-dsn", dsn, "-schema", w.schema, "-prefix", w.prefix,
-			"-instance", "i" + strconv.Itoa(i)}, broker.args()...)
+			"-instance", "i" + strconv.Itoa(i)}, append(extra, broker.args()...)...)
 		c, err := newProc(fmt.Sprintf("consumer-%d", i), filepath.Join(e.bin, "consumer"),
 			filepath.Join(e.logDir, name+"-consumer-"+strconv.Itoa(i)+".log"),
 			append(common, "-worker-id", strconv.Itoa(200+i)))
@@ -241,6 +253,11 @@ type stats struct {
 	RolledBackCommit  int64 // recorded rollbacks found committed (must be 0)
 	PendingPublished  int64 // published rows not Succeeded, or still due
 	PendingReceived   int64 // received rows not Succeeded, or still due
+	// A run without transactions (mongodb): no inbox group, and the
+	// handled orders whose producer was killed between Publish and the
+	// order's row.
+	noInbox     bool
+	Unconfirmed int64
 }
 
 func (s stats) quiet() bool {
@@ -248,6 +265,10 @@ func (s stats) quiet() bool {
 }
 
 func (s stats) line(scenario string) string {
+	if s.noInbox {
+		return fmt.Sprintf("FAULT scenario=%s committed=%d handled=%d lost=%d rolledback_handled=%d duplicates=%d inbox_duplicates=n/a unconfirmed=%d",
+			scenario, s.Committed, s.Handled, s.Lost, s.RolledBackHandled, s.Duplicates, s.Unconfirmed)
+	}
 	return fmt.Sprintf("FAULT scenario=%s committed=%d handled=%d lost=%d rolledback_handled=%d duplicates=%d inbox_duplicates=%d",
 		scenario, s.Committed, s.Handled, s.Lost, s.RolledBackHandled, s.Duplicates, s.InboxDuplicates)
 }
@@ -257,8 +278,11 @@ func (w *world) table(name string) string { return faulttest.Table(w.schema, nam
 func (w *world) stats() (stats, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if w.storage == "mysql" {
+	switch w.storage {
+	case "mysql":
 		return w.statsMySQL(ctx)
+	case "mongodb":
+		return w.statsMongo(ctx)
 	}
 	orders, handled, rolled := w.table("orders"), w.table("handled"), w.table("rolled_back")
 	both := `EXISTS (SELECT 1 FROM ` + handled + ` h WHERE h.grp = '` + faulttest.GroupPlain + `' AND h.n = o.n)
@@ -290,8 +314,12 @@ func (w *world) stats() (stats, error) {
 func (w *world) explain() {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if w.storage == "mysql" {
+	switch w.storage {
+	case "mysql":
 		w.explainMySQL(ctx)
+		return
+	case "mongodb":
+		w.explainMongo(ctx)
 		return
 	}
 	queries := map[string]string{

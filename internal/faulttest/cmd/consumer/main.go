@@ -3,7 +3,8 @@
 // "plain", whose handler records each handling with a statement of its own
 // (at least once: a crash between the record and the outcome runs it
 // again), and "inbox", a transactional handler whose record commits
-// together with the message's outcome (exactly once).
+// together with the message's outcome (exactly once). On a storage without
+// transactions (-storage mongodb here) it subscribes "plain" only.
 //
 // It writes "READY" to its standard output once both groups are bound on
 // the broker, and runs until SIGTERM or SIGINT, then shuts the bus down. A
@@ -44,8 +45,15 @@ func main() {
 }
 
 func run(ctx context.Context, cfg *faulttest.Config, log *slog.Logger) error {
-	if cfg.Storage == "mysql" {
+	switch cfg.Storage {
+	case "mysql":
 		db, err := cfg.ConnectMySQL(ctx, log)
+		if err != nil {
+			return err
+		}
+		return consume(ctx, cfg, db, log)
+	case "mongodb":
+		db, err := cfg.ConnectMongo(ctx, log)
 		if err != nil {
 			return err
 		}
@@ -75,11 +83,13 @@ func consume[TTx any](ctx context.Context, cfg *faulttest.Config, db *faulttest.
 	if err != nil {
 		return err
 	}
-	err = cap.SubscribeTx(bus, faulttest.Topic, faulttest.GroupInbox, func(ctx context.Context, tx TTx, m cap.Msg[faulttest.Order]) error {
-		return db.RecordHandledTx(ctx, tx, m.Payload.N, faulttest.GroupInbox, cfg.Instance, m.ID)
-	})
-	if err != nil {
-		return err
+	if !db.NoTx {
+		err = cap.SubscribeTx(bus, faulttest.Topic, faulttest.GroupInbox, func(ctx context.Context, tx TTx, m cap.Msg[faulttest.Order]) error {
+			return db.RecordHandledTx(ctx, tx, m.Payload.N, faulttest.GroupInbox, cfg.Instance, m.ID)
+		})
+		if err != nil {
+			return err
+		}
 	}
 	if err := bus.Start(ctx); err != nil {
 		return fmt.Errorf("start: %w", err)

@@ -5,7 +5,9 @@
 // purpose and its number recorded afterwards. Two orders in three go
 // through bus.InTx, the others through a plain tx.Commit (woken by
 // PostgreSQL's NOTIFY, or the poll on MySQL). -storage mysql runs it on
-// MySQL or MariaDB.
+// MySQL or MariaDB. -storage mongodb runs it on MongoDB without business
+// transactions (the harness's FerretDB has none): each order is published
+// with Publish, and recorded only once Publish returned.
 //
 // It writes "READY" to its standard output once its bus has started, and
 // publishes until SIGTERM or SIGINT, then shuts the bus down. A failed start
@@ -56,8 +58,15 @@ func main() {
 }
 
 func run(ctx context.Context, cfg *faulttest.Config, rate float64, writers int, log *slog.Logger) error {
-	if cfg.Storage == "mysql" {
+	switch cfg.Storage {
+	case "mysql":
 		db, err := cfg.ConnectMySQL(ctx, log)
+		if err != nil {
+			return err
+		}
+		return produce(ctx, cfg, db, rate, writers, log)
+	case "mongodb":
+		db, err := cfg.ConnectMongo(ctx, log)
 		if err != nil {
 			return err
 		}
@@ -138,6 +147,9 @@ type producer[TTx any] struct {
 
 // order runs one business transaction.
 func (p *producer[TTx]) order(ctx context.Context) error {
+	if p.db.NoTx {
+		return p.orderNoTx(ctx)
+	}
 	var n int64
 	business := func(ctx context.Context, tx TTx, via string) error {
 		var err error
@@ -172,6 +184,39 @@ func (p *producer[TTx]) order(ctx context.Context) error {
 		return nil
 	case err != nil:
 		return err
+	}
+	p.count(&p.committed)
+	return nil
+}
+
+// orderNoTx publishes one order without a transaction: the order's number,
+// then its message, then its row, each on its own. The orders that the
+// others roll back are not published at all (there is no transaction to
+// roll back) and recorded as rolled back, so that a handling of one shows.
+// A kill between Publish's return and the row, or a stop while Publish
+// waits on a document already written (it returns the context's error),
+// leaves a message handled without its order: the harness counts those
+// apart, as unconfirmed.
+func (p *producer[TTx]) orderNoTx(ctx context.Context) error {
+	var none TTx
+	n, err := p.db.NextOrder(ctx, none)
+	if err != nil {
+		return err
+	}
+	if faulttest.RolledBack(n) {
+		if err := p.db.RecordRollback(ctx, n); err != nil {
+			return fmt.Errorf("record rollback of %d: %w", n, err)
+		}
+		p.count(&p.rolledBack)
+		return nil
+	}
+	if err := p.bus.Publish(ctx, faulttest.Topic, faulttest.Order{N: n, Producer: p.cfg.Instance}); err != nil {
+		return err
+	}
+	// The message is stored: record its order even when the producer is
+	// stopping, so that only a kill leaves one unrecorded.
+	if err := p.db.InsertOrder(context.WithoutCancel(ctx), none, n, p.cfg.Instance, "publish"); err != nil {
+		return fmt.Errorf("record order %d after its Publish: %w", n, err)
 	}
 	p.count(&p.committed)
 	return nil

@@ -22,9 +22,10 @@ func main() {
 	handler := flag.String("handler", "sqlite", "FerretDB's handler: sqlite or postgresql")
 	sqliteURL := flag.String("sqlite-url", "", "the SQLite handler's URL (file:DIR/)")
 	pgURL := flag.String("postgresql-url", "", "the PostgreSQL handler's URL")
+	listen := flag.String("listen", "127.0.0.1:0", "the TCP address to listen on")
 	flag.Parse()
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:      ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Listener:      ferretdb.ListenerConfig{TCP: *listen},
 		Handler:       *handler,
 		SQLiteURL:     *sqliteURL,
 		PostgreSQLURL: *pgURL,
