@@ -227,17 +227,13 @@ func (c *Config) ConnectMongo(ctx context.Context, _ *slog.Logger) (*DB[*mongo.S
 		closeAll()
 		return nil, err
 	}
-	db := c.businessDB(pg, func() {})
+	db := c.businessDB(pg, closeAll)
 	return &DB[*mongo.Session]{
-		Store: store,
-		Close: closeAll,
-		NextOrder: func(ctx context.Context, _ *mongo.Session) (int64, error) {
-			return db.NextOrder(ctx, nil)
-		},
-		InsertOrder: func(ctx context.Context, _ *mongo.Session, n int64, producer, via string) error {
-			_, err := pg.Exec(ctx, `INSERT INTO `+Table(c.Schema, "orders")+` (n, producer, via) VALUES ($1, $2, $3)`,
-				n, producer, via)
-			return err
+		Store:     store,
+		Close:     closeAll,
+		NextOrder: func(ctx context.Context, _ *mongo.Session) (int64, error) { return db.NextOrder(ctx, nil) },
+		InsertOrder: func(ctx context.Context, _ *mongo.Session, n int64, p, v string) error {
+			return db.InsertOrder(ctx, nil, n, p, v)
 		},
 		RecordRollback: db.RecordRollback,
 		RecordHandled:  db.RecordHandled,
@@ -276,7 +272,7 @@ func (c *Config) ConnectPostgres(ctx context.Context, log *slog.Logger) (*DB[pgx
 }
 
 // businessDB returns the business statements on PostgreSQL, in the
-// schema's tables; NextOrder's tx may be nil (autocommit).
+// schema's tables; NextOrder's and InsertOrder's tx may be nil (autocommit).
 func (c *Config) businessDB(pool *pgxpool.Pool, closeFn func()) *DB[pgx.Tx] {
 	record := `INSERT INTO ` + Table(c.Schema, "handled") + ` (n, grp, instance, msg_id) VALUES ($1, $2, $3, $4)`
 	next := `SELECT nextval('` + Table(c.Schema, "order_n") + `')`
@@ -292,8 +288,13 @@ func (c *Config) businessDB(pool *pgxpool.Pool, closeFn func()) *DB[pgx.Tx] {
 			return n, err
 		},
 		InsertOrder: func(ctx context.Context, tx pgx.Tx, n int64, producer, via string) error {
-			_, err := tx.Exec(ctx, `INSERT INTO `+Table(c.Schema, "orders")+` (n, producer, via) VALUES ($1, $2, $3)`,
-				n, producer, via)
+			q := `INSERT INTO ` + Table(c.Schema, "orders") + ` (n, producer, via) VALUES ($1, $2, $3)`
+			var err error
+			if tx == nil {
+				_, err = pool.Exec(ctx, q, n, producer, via)
+			} else {
+				_, err = tx.Exec(ctx, q, n, producer, via)
+			}
 			return err
 		},
 		RecordRollback: func(ctx context.Context, n int64) error {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -99,27 +100,20 @@ func (e *env) ferret(t *testing.T) *ferretDB {
 		logPath: filepath.Join(e.logDir, "ferretdb.log")}
 	start := time.Now()
 	out, err := exec.Command("go", "build", "-o", f.bin, "../../storage/mongodb/testdata/ferretserver").CombinedOutput()
-	must(t, err == nil, "build ferretserver: %v: %s", err, out)
+	require.NoError(t, err, "build ferretserver: %s", out)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err == nil, "pick a port: %v", err)
+	require.NoError(t, err, "pick a port")
 	f.addr = l.Addr().String()
 	_ = l.Close()
-	must(t, f.start() == nil, "start FerretDB")
+	require.NoError(t, f.start(), "start FerretDB")
 	e.t.Cleanup(f.stop)
 	f.client, err = mongo.Connect(options.Client().ApplyURI(f.uri).SetTimeout(20 * time.Second))
-	must(t, err == nil, "connect to FerretDB: %v", err)
+	require.NoError(t, err, "connect to FerretDB")
 	e.t.Cleanup(func() { _ = f.client.Disconnect(context.Background()) })
 	t.Logf("FerretDB at %s (SQLite files in %s), built and started in %v", f.uri, f.dir,
 		time.Since(start).Round(time.Millisecond))
 	e.fdb = f
 	return f
-}
-
-func must(t *testing.T, ok bool, format string, args ...any) {
-	t.Helper()
-	if !ok {
-		t.Fatalf(format, args...)
-	}
 }
 
 // start starts the server and waits for its URI; the server is up then.
