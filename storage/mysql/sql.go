@@ -61,6 +61,7 @@ type tableQueries struct {
 	counts  string
 	deleteX string // DeleteExpired
 	maxID   string // the largest Id: Notifications
+	insert1 string // insert(1), the statement of PublishTx's single row
 
 	createTable string
 	backfill    string
@@ -237,6 +238,7 @@ func newTableQueries(prefix string, t storage.Table) tableQueries {
 		"ELSE " + nowUTC + " END " +
 		"WHERE `NextAttemptAt` IS NULL AND ((`StatusName` IN ('Scheduled', 'Failed') AND COALESCE(`Retries`, 0) < 50) " +
 		"OR `StatusName` IN ('Delayed', 'Queued'))"
+	q.insert1 = q.insert(1)
 	return q
 }
 
@@ -248,6 +250,9 @@ func newTableQueries(prefix string, t storage.Table) tableQueries {
 // than INSERT IGNORE, which would also turn a value too long into a
 // truncated one.
 func (q *tableQueries) insert(n int) string {
+	if n == 1 && q.insert1 != "" {
+		return q.insert1
+	}
 	if q.t == storage.Received {
 		return "INSERT INTO " + q.name + " (`Id`, `Version`, `Name`, `Group`, `MessageId`, `Content`, `Retries`, " +
 			"`StatusName`, `Added`, `ExpiresAt`, `NextAttemptAt`) VALUES " +
