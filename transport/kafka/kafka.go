@@ -91,6 +91,7 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/go-cap/cap/internal/consumerset"
 	"github.com/go-cap/cap/transport"
 )
 
@@ -129,9 +130,7 @@ type Transport struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.Mutex
-	consumers map[*consumer]struct{}
-	closed    chan struct{}
+	consumers *consumerset.Set[*consumer] // open consumers; closed by Close
 }
 
 var (
@@ -154,8 +153,7 @@ func New(cfg Config) (*Transport, error) {
 		log:       cfg.Logger.With("component", "kafka"),
 		ctx:       ctx,
 		cancel:    cancel,
-		consumers: make(map[*consumer]struct{}),
-		closed:    make(chan struct{}),
+		consumers: consumerset.New[*consumer](),
 	}
 	dial := cfg.Dial
 	if dial == nil {
@@ -192,19 +190,10 @@ func (t *Transport) Name() string { return "Kafka" }
 // commits what its acks allow and leaves its group) and the connections.
 // Receivers then return transport.ErrClosed. It is idempotent.
 func (t *Transport) Close() error {
-	t.mu.Lock()
-	select {
-	case <-t.closed:
-		t.mu.Unlock()
+	consumers, first := t.consumers.Close()
+	if !first {
 		return nil
-	default:
 	}
-	close(t.closed)
-	consumers := make([]*consumer, 0, len(t.consumers))
-	for c := range t.consumers {
-		consumers = append(consumers, c)
-	}
-	t.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, c := range consumers {
 		wg.Add(1)
@@ -219,32 +208,13 @@ func (t *Transport) Close() error {
 	return nil
 }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return t.consumers.IsClosed() }
 
 // addConsumer registers c for Close; it reports false once the transport
 // is closed.
-func (t *Transport) addConsumer(c *consumer) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.isClosed() {
-		return false
-	}
-	t.consumers[c] = struct{}{}
-	return true
-}
+func (t *Transport) addConsumer(c *consumer) bool { return t.consumers.Add(c) }
 
-func (t *Transport) removeConsumer(c *consumer) {
-	t.mu.Lock()
-	delete(t.consumers, c)
-	t.mu.Unlock()
-}
+func (t *Transport) removeConsumer(c *consumer) { t.consumers.Remove(c) }
 
 // isAuth reports whether err is a refusal of the credentials or of the
 // access, or a failed TLS handshake.

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/go-cap/cap/internal/consumerset"
 	"github.com/go-cap/cap/transport"
 )
 
@@ -38,9 +39,7 @@ type Transport struct {
 
 	streamMu sync.Mutex // serialises this transport's changes of streams
 
-	mu        sync.Mutex
-	consumers map[*consumer]struct{}
-	closed    chan struct{}
+	consumers *consumerset.Set[*consumer] // open consumers; closed by Close
 }
 
 var (
@@ -63,8 +62,7 @@ func New(cfg Config) (*Transport, error) {
 	t := &Transport{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "nats"),
-		consumers: make(map[*consumer]struct{}),
-		closed:    make(chan struct{}),
+		consumers: consumerset.New[*consumer](),
 	}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
@@ -118,19 +116,10 @@ func (t *Transport) JetStream() jetstream.JetStream { return t.js }
 // at once), waits for outstanding publishes up to Config.PublishTimeout
 // and closes the connection. It is idempotent.
 func (t *Transport) Close() error {
-	t.mu.Lock()
-	select {
-	case <-t.closed:
-		t.mu.Unlock()
+	consumers, first := t.consumers.Close()
+	if !first {
 		return nil
-	default:
 	}
-	close(t.closed)
-	consumers := make([]*consumer, 0, len(t.consumers))
-	for c := range t.consumers {
-		consumers = append(consumers, c)
-	}
-	t.mu.Unlock()
 	for _, c := range consumers {
 		_ = c.Close()
 	}
@@ -138,30 +127,11 @@ func (t *Transport) Close() error {
 	return nil
 }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return t.consumers.IsClosed() }
 
-func (t *Transport) addConsumer(c *consumer) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.isClosed() {
-		return false
-	}
-	t.consumers[c] = struct{}{}
-	return true
-}
+func (t *Transport) addConsumer(c *consumer) bool { return t.consumers.Add(c) }
 
-func (t *Transport) removeConsumer(c *consumer) {
-	t.mu.Lock()
-	delete(t.consumers, c)
-	t.mu.Unlock()
-}
+func (t *Transport) removeConsumer(c *consumer) { t.consumers.Remove(c) }
 
 // ready fails fast while the connection is down.
 func (t *Transport) ready(op string) error {

@@ -38,8 +38,8 @@ package rabbitmq
 import (
 	"context"
 	"log/slog"
-	"sync"
 
+	"github.com/go-cap/cap/internal/consumerset"
 	"github.com/go-cap/cap/transport"
 )
 
@@ -54,9 +54,7 @@ type Transport struct {
 	consumeConns *connManager
 	pool         *pool
 
-	mu        sync.Mutex
-	consumers map[*consumer]struct{}
-	closed    chan struct{}
+	consumers *consumerset.Set[*consumer] // open consumers; closed by Close
 }
 
 var (
@@ -77,8 +75,7 @@ func New(cfg Config) (*Transport, error) {
 		cfg:       cfg,
 		exchange:  cfg.exchange(),
 		log:       cfg.Logger.With("component", "rabbitmq"),
-		consumers: make(map[*consumer]struct{}),
-		closed:    make(chan struct{}),
+		consumers: consumerset.New[*consumer](),
 	}
 	t.publishConns = newConnManager(&t.cfg, "publish")
 	t.consumeConns = newConnManager(&t.cfg, "consume")
@@ -92,10 +89,8 @@ func (t *Transport) Name() string { return "RabbitMQ" }
 // Check implements transport.Checker: both connections (publish and
 // consume) are open and not blocked by the broker.
 func (t *Transport) Check(context.Context) error {
-	select {
-	case <-t.closed:
+	if t.isClosed() {
 		return transport.ErrClosed
-	default:
 	}
 	if err := t.publishConns.check(); err != nil {
 		return err
@@ -112,19 +107,10 @@ func (t *Transport) Exchange() string { return t.exchange }
 // once the connections are closed; a connection attempt in progress is
 // waited for (at most Config.DialTimeout).
 func (t *Transport) Close() error {
-	t.mu.Lock()
-	select {
-	case <-t.closed:
-		t.mu.Unlock()
+	consumers, first := t.consumers.Close()
+	if !first {
 		return nil
-	default:
 	}
-	close(t.closed)
-	consumers := make([]*consumer, 0, len(t.consumers))
-	for c := range t.consumers {
-		consumers = append(consumers, c)
-	}
-	t.mu.Unlock()
 	for _, c := range consumers {
 		_ = c.Close()
 	}
@@ -135,29 +121,10 @@ func (t *Transport) Close() error {
 	return nil
 }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return t.consumers.IsClosed() }
 
 // addConsumer registers c for Close; it reports false once the transport
 // is closed.
-func (t *Transport) addConsumer(c *consumer) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.isClosed() {
-		return false
-	}
-	t.consumers[c] = struct{}{}
-	return true
-}
+func (t *Transport) addConsumer(c *consumer) bool { return t.consumers.Add(c) }
 
-func (t *Transport) removeConsumer(c *consumer) {
-	t.mu.Lock()
-	delete(t.consumers, c)
-	t.mu.Unlock()
-}
+func (t *Transport) removeConsumer(c *consumer) { t.consumers.Remove(c) }

@@ -9,11 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"syscall"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/go-cap/cap/internal/consumerset"
 	"github.com/go-cap/cap/transport"
 )
 
@@ -25,9 +25,7 @@ type Transport struct {
 	rdb  *goredis.Client
 	log  *slog.Logger
 
-	mu        sync.Mutex
-	consumers map[*consumer]struct{}
-	closed    chan struct{}
+	consumers *consumerset.Set[*consumer] // open consumers; closed by Close
 }
 
 var (
@@ -49,8 +47,7 @@ func New(cfg Config) (*Transport, error) {
 		opts:      opts,
 		rdb:       goredis.NewClient(opts),
 		log:       cfg.Logger.With("component", "redis"),
-		consumers: make(map[*consumer]struct{}),
-		closed:    make(chan struct{}),
+		consumers: consumerset.New[*consumer](),
 	}, nil
 }
 
@@ -65,59 +62,29 @@ func (t *Transport) Client() *goredis.Client { return t.rdb }
 // unacknowledged entries are marked for other consumers of their group to
 // take over) and the client. It is idempotent.
 func (t *Transport) Close() error {
-	t.mu.Lock()
-	select {
-	case <-t.closed:
-		t.mu.Unlock()
+	consumers, first := t.consumers.Close()
+	if !first {
 		return nil
-	default:
 	}
-	close(t.closed)
-	consumers := make([]*consumer, 0, len(t.consumers))
-	for c := range t.consumers {
-		consumers = append(consumers, c)
-	}
-	t.mu.Unlock()
 	for _, c := range consumers {
 		_ = c.Close()
 	}
 	return t.rdb.Close()
 }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return t.consumers.IsClosed() }
 
-func (t *Transport) addConsumer(c *consumer) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.isClosed() {
-		return false
-	}
-	t.consumers[c] = struct{}{}
-	return true
-}
+func (t *Transport) addConsumer(c *consumer) bool { return t.consumers.Add(c) }
 
-func (t *Transport) removeConsumer(c *consumer) {
-	t.mu.Lock()
-	delete(t.consumers, c)
-	t.mu.Unlock()
-}
+func (t *Transport) removeConsumer(c *consumer) { t.consumers.Remove(c) }
 
 // nudgeGroup makes the transport's consumers of group run XAUTOCLAIM now.
 func (t *Transport) nudgeGroup(group string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for c := range t.consumers {
+	t.consumers.Each(func(c *consumer) {
 		if c.group == group {
 			c.nudge()
 		}
-	}
+	})
 }
 
 // consumerName returns a name no other consumer uses.
