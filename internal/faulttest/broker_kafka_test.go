@@ -29,20 +29,8 @@ func init() {
 		return &kafkaSide{addrs: c.ListenAddrs()}, nil
 	}
 	extraScenarios = append(extraScenarios, func(time.Duration) []scenario {
-		return []scenario{
-			{
-				name: "kafka-kill-producer", transport: "kafka", instances: 1, rate: 100, length: shortLength,
-				inject: func(ctx context.Context, w *world) {
-					w.killEvery(ctx, time.Second, 3*time.Second, "producer-kill", func() []*proc { return w.producers })
-				},
-			},
-			{
-				name: "kafka-kill-consumer", transport: "kafka", instances: 1, rate: 100, length: shortLength, crashes: true,
-				inject: func(ctx context.Context, w *world) {
-					w.killEvery(ctx, time.Second, 3*time.Second, "consumer-kill", func() []*proc { return w.consumers })
-				},
-			},
-		}
+		b := backend{prefix: "kafka-", transport: "kafka"}
+		return []scenario{b.killProducer(), b.killConsumer()}
 	})
 }
 

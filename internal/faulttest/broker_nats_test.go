@@ -48,22 +48,8 @@ func init() {
 // natsScenarios: a consumer killed every few seconds, and the server
 // restarted mid-stream (its streams on file storage).
 func natsScenarios(time.Duration) []scenario {
-	return []scenario{
-		{
-			name: "nats-kill-consumer", transport: "nats", instances: 1, rate: 100, length: shortLength, crashes: true,
-			inject: func(ctx context.Context, w *world) {
-				w.killEvery(ctx, time.Second, 3*time.Second, "consumer-kill", func() []*proc { return w.consumers })
-			},
-		},
-		{
-			name: "nats-restart-broker", transport: "nats", instances: 1, rate: 100, length: shortLength, restarts: true,
-			inject: func(ctx context.Context, w *world) {
-				if sleep(ctx, w.between(3*time.Second, 5*time.Second)) {
-					w.restartBroker()
-				}
-			},
-		},
-	}
+	b := backend{prefix: "nats-", transport: "nats"}
+	return []scenario{b.killConsumer(), b.restartOnce("restart-broker", true, false, (*world).restartBroker)}
 }
 
 // natsSide is a nats-server of the run's own, with JetStream on file

@@ -18,24 +18,8 @@ import (
 func init() {
 	brokerOpeners["redis"] = openRedisSide
 	extraScenarios = append(extraScenarios, func(time.Duration) []scenario {
-		return []scenario{
-			{
-				name: "redis-kill-consumer", transport: "redis", instances: 1, rate: 100, length: shortLength,
-				crashes: true,
-				inject: func(ctx context.Context, w *world) {
-					w.killEvery(ctx, time.Second, 3*time.Second, "consumer-kill", func() []*proc { return w.consumers })
-				},
-			},
-			{
-				name: "redis-restart-broker", transport: "redis", instances: 1, rate: 100, length: shortLength,
-				restarts: true,
-				inject: func(ctx context.Context, w *world) {
-					if sleep(ctx, w.between(3*time.Second, 5*time.Second)) {
-						w.restartBroker()
-					}
-				},
-			},
-		}
+		b := backend{prefix: "redis-", transport: "redis"}
+		return []scenario{b.killConsumer(), b.restartOnce("restart-broker", true, false, (*world).restartBroker)}
 	})
 }
 

@@ -34,45 +34,71 @@ type scenario struct {
 	inject  func(ctx context.Context, w *world)
 }
 
+// backend names and places the scenarios of one storage or transport: the
+// prefix of their names ("mariadb-"), and the storage and transport ("" for
+// PostgreSQL and RabbitMQ).
+type backend struct{ prefix, storage, transport string }
+
+// killProducer kills the producer every 1 to 3 s.
+func (b backend) killProducer() scenario {
+	return scenario{
+		name: b.prefix + "kill-producer", storage: b.storage, transport: b.transport,
+		instances: 1, rate: 100, length: shortLength,
+		inject: func(ctx context.Context, w *world) {
+			w.killEvery(ctx, time.Second, 3*time.Second, "producer-kill", func() []*proc { return w.producers })
+		},
+	}
+}
+
+// killConsumer kills the consumer every 1 to 3 s.
+func (b backend) killConsumer() scenario {
+	return scenario{
+		name: b.prefix + "kill-consumer", storage: b.storage, transport: b.transport,
+		instances: 1, rate: 100, length: shortLength, crashes: true,
+		inject: func(ctx context.Context, w *world) {
+			w.killEvery(ctx, time.Second, 3*time.Second, "consumer-kill", func() []*proc { return w.consumers })
+		},
+	}
+}
+
+// threeInstances runs three instances and kills one (its producer and
+// consumer) every 3 to 6 s.
+func (b backend) threeInstances() scenario {
+	return scenario{
+		name: b.prefix + "three-instances", storage: b.storage, transport: b.transport,
+		instances: 3, rate: 50, length: shortLength, crashes: true,
+		inject: func(ctx context.Context, w *world) {
+			w.killEvery(ctx, 3*time.Second, 6*time.Second, "instance-kill", func() []*proc {
+				i := w.pick(len(w.producers))
+				return []*proc{w.producers[i], w.consumers[i]}
+			})
+		},
+	}
+}
+
+// restartOnce runs restart once, 3 to 5 s into the flow; restarts says that
+// it restarts the machine's database or broker (the run must be allowed
+// to), crashes that the plain handler may run twice.
+func (b backend) restartOnce(name string, restarts, crashes bool, restart func(w *world)) scenario {
+	return scenario{
+		name: b.prefix + name, storage: b.storage, transport: b.transport,
+		instances: 1, rate: 100, length: shortLength, restarts: restarts, crashes: crashes,
+		inject: func(ctx context.Context, w *world) {
+			if sleep(ctx, w.between(3*time.Second, 5*time.Second)) {
+				restart(w)
+			}
+		},
+	}
+}
+
 func scenarios(long time.Duration) []scenario {
+	var pg backend // PostgreSQL and RabbitMQ
 	return []scenario{
-		{
-			name: "kill-producer", instances: 1, rate: 100, length: shortLength,
-			inject: func(ctx context.Context, w *world) {
-				w.killEvery(ctx, time.Second, 3*time.Second, "producer-kill", func() []*proc { return w.producers })
-			},
-		},
-		{
-			name: "kill-consumer", instances: 1, rate: 100, length: shortLength, crashes: true,
-			inject: func(ctx context.Context, w *world) {
-				w.killEvery(ctx, time.Second, 3*time.Second, "consumer-kill", func() []*proc { return w.consumers })
-			},
-		},
-		{
-			name: "restart-rabbitmq", instances: 1, rate: 100, length: shortLength, restarts: true,
-			inject: func(ctx context.Context, w *world) {
-				if sleep(ctx, w.between(3*time.Second, 5*time.Second)) {
-					w.restartBroker()
-				}
-			},
-		},
-		{
-			name: "restart-postgres", instances: 1, rate: 100, length: shortLength, restarts: true, crashes: true,
-			inject: func(ctx context.Context, w *world) {
-				if sleep(ctx, w.between(3*time.Second, 5*time.Second)) {
-					w.restartPostgres()
-				}
-			},
-		},
-		{
-			name: "three-instances", instances: 3, rate: 50, length: shortLength, crashes: true,
-			inject: func(ctx context.Context, w *world) {
-				w.killEvery(ctx, 3*time.Second, 6*time.Second, "instance-kill", func() []*proc {
-					i := w.pick(len(w.producers))
-					return []*proc{w.producers[i], w.consumers[i]}
-				})
-			},
-		},
+		pg.killProducer(),
+		pg.killConsumer(),
+		pg.restartOnce("restart-rabbitmq", true, false, (*world).restartBroker),
+		pg.restartOnce("restart-postgres", true, true, (*world).restartPostgres),
+		pg.threeInstances(),
 		{
 			name: "all", instances: 3, rate: 50, length: long, restarts: true, crashes: true,
 			inject: func(ctx context.Context, w *world) { allFaults(ctx, w, long) },

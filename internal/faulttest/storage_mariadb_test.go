@@ -34,37 +34,12 @@ const (
 
 func init() {
 	extraScenarios = append(extraScenarios, func(time.Duration) []scenario {
+		b := backend{prefix: "mariadb-", storage: "mysql"}
 		return []scenario{
-			{
-				name: "mariadb-kill-producer", storage: "mysql", instances: 1, rate: 100, length: shortLength,
-				inject: func(ctx context.Context, w *world) {
-					w.killEvery(ctx, time.Second, 3*time.Second, "producer-kill", func() []*proc { return w.producers })
-				},
-			},
-			{
-				name: "mariadb-kill-consumer", storage: "mysql", instances: 1, rate: 100, length: shortLength, crashes: true,
-				inject: func(ctx context.Context, w *world) {
-					w.killEvery(ctx, time.Second, 3*time.Second, "consumer-kill", func() []*proc { return w.consumers })
-				},
-			},
-			{
-				name: "mariadb-restart-mariadb", storage: "mysql", instances: 1, rate: 100, length: shortLength,
-				restarts: true, crashes: true,
-				inject: func(ctx context.Context, w *world) {
-					if sleep(ctx, w.between(3*time.Second, 5*time.Second)) {
-						w.restartMariaDB()
-					}
-				},
-			},
-			{
-				name: "mariadb-three-instances", storage: "mysql", instances: 3, rate: 50, length: shortLength, crashes: true,
-				inject: func(ctx context.Context, w *world) {
-					w.killEvery(ctx, 3*time.Second, 6*time.Second, "instance-kill", func() []*proc {
-						i := w.pick(len(w.producers))
-						return []*proc{w.producers[i], w.consumers[i]}
-					})
-				},
-			},
+			b.killProducer(),
+			b.killConsumer(),
+			b.restartOnce("restart-mariadb", true, true, (*world).restartMariaDB),
+			b.threeInstances(),
 		}
 	})
 }

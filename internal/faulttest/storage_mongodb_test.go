@@ -41,37 +41,12 @@ import (
 // rollback or the inbox, and their FAULT lines say inbox_duplicates=n/a.
 func init() {
 	extraScenarios = append(extraScenarios, func(time.Duration) []scenario {
+		b := backend{prefix: "mongodb-", storage: "mongodb"}
 		return []scenario{
-			{
-				name: "mongodb-kill-producer", storage: "mongodb", instances: 1, rate: 100, length: shortLength,
-				inject: func(ctx context.Context, w *world) {
-					w.killEvery(ctx, time.Second, 3*time.Second, "producer-kill", func() []*proc { return w.producers })
-				},
-			},
-			{
-				name: "mongodb-kill-consumer", storage: "mongodb", instances: 1, rate: 100, length: shortLength, crashes: true,
-				inject: func(ctx context.Context, w *world) {
-					w.killEvery(ctx, time.Second, 3*time.Second, "consumer-kill", func() []*proc { return w.consumers })
-				},
-			},
-			{
-				name: "mongodb-restart-ferretdb", storage: "mongodb", instances: 1, rate: 100, length: shortLength,
-				crashes: true,
-				inject: func(ctx context.Context, w *world) {
-					if sleep(ctx, w.between(3*time.Second, 5*time.Second)) {
-						w.restartFerret()
-					}
-				},
-			},
-			{
-				name: "mongodb-three-instances", storage: "mongodb", instances: 3, rate: 50, length: shortLength, crashes: true,
-				inject: func(ctx context.Context, w *world) {
-					w.killEvery(ctx, 3*time.Second, 6*time.Second, "instance-kill", func() []*proc {
-						i := w.pick(len(w.producers))
-						return []*proc{w.producers[i], w.consumers[i]}
-					})
-				},
-			},
+			b.killProducer(),
+			b.killConsumer(),
+			b.restartOnce("restart-ferretdb", false, true, (*world).restartFerret),
+			b.threeInstances(),
 		}
 	})
 }
