@@ -132,6 +132,11 @@ type Transport struct {
 	mu        sync.Mutex
 	consumers map[*consumer]struct{}
 	closed    chan struct{}
+
+	// afterCommitPass, when set (by the tests, before Subscribe), is called
+	// after each periodic commit pass of a consumer, whether it committed
+	// anything or not.
+	afterCommitPass func()
 }
 
 var (
