@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/go-cap/cap"
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/retry"
 	"github.com/go-cap/cap/storage"
@@ -99,13 +100,7 @@ func (b *bundle) start(t *testing.T) {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, d time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: "+msg, args...)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, d, cond, msg, args...)
 }
 
 // recv waits for a value on ch, failing the test after 20 s instead of
@@ -650,7 +645,8 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 	done := make(chan struct{})
 	handler := func(ctx context.Context, m cap.Msg[string]) error {
 		if calls.Add(1) == 1 {
-			time.Sleep(3 * lease) // the subject of the test: a handler outliving its lease
+			// Time, not an event: the subject of the test is a handler outliving its lease.
+			time.Sleep(3 * lease)
 			close(done)
 		}
 		return nil

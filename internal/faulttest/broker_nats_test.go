@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/go-cap/cap/internal/testwait"
 	capnats "github.com/go-cap/cap/transport/nats"
 )
 
@@ -107,17 +108,10 @@ func (n *natsSide) restart(down time.Duration) error {
 
 // wait returns once the server answers JetStream requests.
 func (n *natsSide) wait(d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := n.ping()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("nats-server at %s not ready after %v: %w", n.url, d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := testwait.Poll(d, n.ping); err != nil {
+		return fmt.Errorf("nats-server at %s not ready after %v: %w", n.url, d, err)
 	}
+	return nil
 }
 
 func (n *natsSide) ping() error {

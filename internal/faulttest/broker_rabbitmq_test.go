@@ -11,6 +11,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/go-cap/cap/internal/testwait"
 )
 
 const defaultAMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -59,18 +61,16 @@ func (r *rabbitSide) restart(down time.Duration) error {
 }
 
 func (r *rabbitSide) wait(d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
+	if err := testwait.Poll(d, func() error {
 		conn, err := amqp.DialConfig(r.url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
 		if err == nil {
 			_ = conn.Close()
-			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("RabbitMQ not reachable %v after its restart: %w", d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err
+	}); err != nil {
+		return fmt.Errorf("RabbitMQ not reachable %v after its restart: %w", d, err)
 	}
+	return nil
 }
 
 func (r *rabbitSide) ensureUp() error {

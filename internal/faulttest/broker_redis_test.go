@@ -13,6 +13,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/go-cap/cap/internal/testwait"
 )
 
 func init() {
@@ -95,17 +97,10 @@ func (r *redisSide) restart(down time.Duration) error {
 func (r *redisSide) wait(d time.Duration) error {
 	rdb := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.port), MaxRetries: -1})
 	defer rdb.Close()
-	deadline := time.Now().Add(d)
-	for {
-		err := rdb.Ping(context.Background()).Err()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server on port %d not reachable %v after its start: %w", r.port, d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := testwait.Poll(d, func() error { return rdb.Ping(context.Background()).Err() }); err != nil {
+		return fmt.Errorf("redis-server on port %d not reachable %v after its start: %w", r.port, d, err)
 	}
+	return nil
 }
 
 func (r *redisSide) ensureUp() error {

@@ -21,6 +21,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+
+	"github.com/go-cap/cap/internal/testwait"
 )
 
 const (
@@ -250,25 +252,20 @@ func restartService(down time.Duration, stop, start func() error, wait func(time
 			err = fmt.Errorf("%w (start: %v)", err, serr)
 		}
 	}()
-	time.Sleep(down)
+	time.Sleep(down) // time, not an event: the outage lasts down
 	return nil
 }
 
 func (e *env) waitPostgres(d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
+	if err := testwait.Poll(d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
 		var one int
-		err := e.pool.QueryRow(ctx, `SELECT 1`).Scan(&one)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("PostgreSQL not reachable %v after its restart: %w", d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return e.pool.QueryRow(ctx, `SELECT 1`).Scan(&one)
+	}); err != nil {
+		return fmt.Errorf("PostgreSQL not reachable %v after its restart: %w", d, err)
 	}
+	return nil
 }
 
 // ensureUp starts a service that is down (after an interrupted run) and

@@ -63,7 +63,7 @@ func (p *proc) supervise() {
 			if stopping {
 				return
 			}
-			time.Sleep(restartDelay)
+			time.Sleep(restartDelay) // time, not an event: a supervisor's pause before a restart
 		}
 	}()
 }

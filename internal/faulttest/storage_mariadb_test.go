@@ -5,6 +5,7 @@ package faulttest_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	driver "github.com/go-sql-driver/mysql"
 
 	"github.com/go-cap/cap/internal/faulttest"
+	"github.com/go-cap/cap/internal/testwait"
 )
 
 // The mariadb- scenarios run the programs on MariaDB (storage/mysql) with
@@ -105,15 +107,18 @@ func stopMariaDB() error {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		return fmt.Errorf("stop mariadbd %d: %w", pid, err)
 	}
-	deadline := time.Now().Add(reachTimeout)
-	for syscall.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("mariadbd %d still running %v after SIGTERM", pid, reachTimeout)
+	if testwait.Poll(reachTimeout, func() error {
+		if syscall.Kill(pid, 0) == nil {
+			return errRunning
 		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	}) != nil {
+		return fmt.Errorf("mariadbd %d still running %v after SIGTERM", pid, reachTimeout)
 	}
 	return nil
 }
+
+var errRunning = errors.New("running")
 
 // startMariaDB starts mariadbd as the machine's service runs it (its
 // configuration drops to the mysql user), detached from the test.
@@ -133,19 +138,14 @@ func (e *env) restartMariaDB(down time.Duration) error {
 }
 
 func (e *env) waitMariaDB(d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
+	if err := testwait.Poll(d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := e.my.PingContext(ctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("MariaDB not reachable %v after its restart: %w", d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		defer cancel()
+		return e.my.PingContext(ctx)
+	}); err != nil {
+		return fmt.Errorf("MariaDB not reachable %v after its restart: %w", d, err)
 	}
+	return nil
 }
 
 // ensureMariaDB starts a mariadbd left down by an interrupted restart.

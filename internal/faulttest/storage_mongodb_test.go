@@ -23,6 +23,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/go-cap/cap/internal/faulttest"
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/storage/mongodb"
 )
 
@@ -160,19 +161,14 @@ func (f *ferretDB) stop() {
 }
 
 func (f *ferretDB) wait(d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
+	if err := testwait.Poll(d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := f.client.Ping(ctx, nil)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("FerretDB not reachable %v after its start: %w", d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		defer cancel()
+		return f.client.Ping(ctx, nil)
+	}); err != nil {
+		return fmt.Errorf("FerretDB not reachable %v after its start: %w", d, err)
 	}
+	return nil
 }
 
 // ensureFerret starts a FerretDB left down, and waits for it.

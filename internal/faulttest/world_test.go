@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/go-cap/cap/internal/faulttest"
+	"github.com/go-cap/cap/internal/testwait"
 )
 
 // quietTimeout bounds the wait for every committed message to be handled
@@ -218,17 +219,14 @@ func (w *world) finish() (stats, time.Duration) {
 		}
 	}
 	start := time.Now()
-	deadline := start.Add(quietTimeout)
-	for {
+	if err := testwait.Poll(quietTimeout, func() error {
 		st, err := w.stats()
-		if err == nil && st.quiet() {
-			break
+		if err == nil && !st.quiet() {
+			err = fmt.Errorf("%+v", st)
 		}
-		if time.Now().After(deadline) {
-			w.t.Errorf("no quiescence %v after the producers stopped: %+v (last error: %v)", quietTimeout, st, err)
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
+		return err
+	}); err != nil {
+		w.t.Errorf("no quiescence %v after the producers stopped: %v", quietTimeout, err)
 	}
 	quiet := time.Since(start)
 	for _, c := range w.consumers {

@@ -2,6 +2,7 @@ package mongodb_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/go-cap/cap"
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/storage"
 	memtr "github.com/go-cap/cap/transport/memory"
 )
@@ -74,39 +76,31 @@ func TestBusOncePerGroup(t *testing.T) {
 	}
 	wg.Wait()
 	published := time.Since(start)
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	testwait.UntilNil(t, 90*time.Second, func() error {
 		mu.Lock()
-		done := len(counts["billing.v1"]) == total && len(counts["shipping.v1"]) == total
-		mu.Unlock()
-		if done {
-			break
+		defer mu.Unlock()
+		if len(counts["billing.v1"]) == total && len(counts["shipping.v1"]) == total {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not every message handled by both groups in time: billing %d, shipping %d", len(counts["billing.v1"]), len(counts["shipping.v1"]))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("not every message handled by both groups: billing %d, shipping %d", len(counts["billing.v1"]), len(counts["shipping.v1"]))
+	})
 	handled := time.Since(start)
 	// Let the outcomes settle; then every row Succeeded once. (Counts
 	// reads every document on FerretDB: poll it gently.) Each outcome
 	// update decodes every document there too, so on a machine busy with
 	// other packages' tests the last outcomes may come a minute or more
 	// after the last handling: the settling has a deadline of its own.
-	deadline = time.Now().Add(2 * time.Minute)
-	for {
+	// (testwait's pauses grow to 250 ms within the first seconds.)
+	testwait.UntilNil(t, 2*time.Minute, func() error {
 		pc, err := store.Counts(ctx, storage.Published)
 		require.NoError(t, err)
 		rc, err := store.Counts(ctx, storage.Received)
 		require.NoError(t, err)
 		if pc[storage.StatusSucceeded] == int64(total) && rc[storage.StatusSucceeded] == int64(2*total) {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rows not all Succeeded: published %v, received %v", pc, rc)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return fmt.Errorf("rows not all Succeeded: published %v, received %v", pc, rc)
+	})
 	t.Logf("%d messages published in %s, handled by both groups in %s, all rows Succeeded in %s",
 		total, published.Round(time.Millisecond), handled.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/go-cap/cap"
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
 	"github.com/go-cap/cap/storage/storagetest"
@@ -51,13 +52,7 @@ func (r *runs) all(from, to int) bool {
 // waitFor polls cond until it holds or d has passed.
 func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Until(t, d, cond, "%s", what)
 }
 
 // TestBusTwoInstances: two buses on one database and one broker. Delayed

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/storage"
 	"github.com/go-cap/cap/storage/sqlserver"
 	"github.com/go-cap/cap/storage/storagetest"
@@ -74,13 +75,8 @@ func businessTable(t *testing.T, name, columns string) string {
 	return table
 }
 
+// eventually polls cond until it holds or d has passed.
 func eventually(t *testing.T, d time.Duration, cond func() bool, msg string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: %s", d, msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(t, d, cond, "%s", msg)
 }

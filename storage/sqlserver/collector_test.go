@@ -64,6 +64,9 @@ func (s *byInstance) DeleteExpired(ctx context.Context, t storage.Table, limit i
 	s.log.enter(s.name, t)
 	defer s.log.leave(s.name)
 	// Long enough that passes of two instances running at once would meet.
+	// Time, not an event: a barrier (both passes in before either goes
+	// on) would wait out its timeout on every correct pass, one instance
+	// collecting at a time, and so be this same sleep under another name.
 	time.Sleep(5 * time.Millisecond)
 	return s.Store.DeleteExpired(ctx, t, limit)
 }

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/go-cap/cap"
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
 	"github.com/go-cap/cap/storage/memory"
@@ -55,16 +57,17 @@ func rawWrite(t *testing.T, topic string, recs ...kafkago.Message) {
 // state Succeeded.
 func waitSucceeded(t *testing.T, bus *cap.Bus[*memory.Tx], topic string) *storage.Record {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for {
+	var rec *storage.Record
+	testwait.UntilNil(t, waitLong, func() error {
 		recs, _, err := bus.Storage().List(context.Background(), storage.Received, storage.ListQuery{Name: topic})
 		require.NoError(t, err)
 		if len(recs) == 1 && recs[0].Status == storage.StatusSucceeded {
-			return recs[0]
+			rec = recs[0]
+			return nil
 		}
-		require.False(t, time.Now().After(deadline), "Received row not Succeeded: %+v", recs)
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("Received row not Succeeded: %+v", recs)
+	})
+	return rec
 }
 
 // A record produced exactly as CAP's Kafka transport produces it (key =
@@ -220,8 +223,7 @@ func TestBusKeepsBadRecords(t *testing.T) {
 	case <-time.After(waitLong):
 		t.Fatal("the good record was not handled")
 	}
-	deadline := time.Now().Add(waitLong)
-	for {
+	testwait.UntilNil(t, waitLong, func() error {
 		recs, _, err := bus.Storage().List(context.Background(), storage.Received, storage.ListQuery{})
 		require.NoError(t, err)
 		failed := 0
@@ -230,10 +232,9 @@ func TestBusKeepsBadRecords(t *testing.T) {
 				failed++
 			}
 		}
-		if failed == 3 {
-			break
+		if failed != 3 {
+			return fmt.Errorf("want 3 Failed rows, have %d of %d: %+v", failed, len(recs), recs)
 		}
-		require.False(t, time.Now().After(deadline), "want 3 Failed rows, have %d of %d: %+v", failed, len(recs), recs)
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

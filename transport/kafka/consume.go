@@ -299,6 +299,9 @@ func (c *consumer) runGeneration(ctx context.Context, gen *kafkago.Generation) {
 			done = true
 		case <-tick.C:
 			g.commit(false)
+			if h := c.t.afterCommitPass; h != nil {
+				h()
+			}
 		}
 	}
 	cancel()

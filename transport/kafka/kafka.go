@@ -131,6 +131,11 @@ type Transport struct {
 	cancel context.CancelFunc
 
 	consumers *consumerset.Set[*consumer] // open consumers; closed by Close
+
+	// afterCommitPass, when set (by the tests, before Subscribe), is called
+	// after each periodic commit pass of a consumer, whether it committed
+	// anything or not.
+	afterCommitPass func()
 }
 
 var (

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/transport"
 )
@@ -167,11 +169,14 @@ func TestConnectionCutsLoseNothing(t *testing.T) {
 						break
 					}
 				}
+				// Time, not an event: the producer's retry interval while
+				// a cut lasts and kafka-go reconnects after it.
 				time.Sleep(100 * time.Millisecond)
 			}
 			for _, m := range msgs {
 				sent[m.ID()] = true
 			}
+			// Time, not an event: the producer's sending rate.
 			time.Sleep(10 * time.Millisecond)
 		}
 	}()
@@ -183,11 +188,7 @@ func TestConnectionCutsLoseNothing(t *testing.T) {
 	// progress waits until the consumer has received 30 more messages.
 	progress := func() {
 		base := received()
-		deadline := time.Now().Add(30 * time.Second)
-		for received() < base+30 {
-			require.False(t, time.Now().After(deadline), "the consumer made no progress")
-			time.Sleep(20 * time.Millisecond)
-		}
+		testwait.Until(t, 30*time.Second, func() bool { return received() >= base+30 }, "the consumer made no progress")
 	}
 	for range 2 {
 		// Cut while the group is stable and records flow. (A cut during
@@ -197,7 +198,7 @@ func TestConnectionCutsLoseNothing(t *testing.T) {
 		// after the session timeout.)
 		progress()
 		p.cut()
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // time, not an event: the outage lasts a second
 		p.restore()
 	}
 	progress()
@@ -205,21 +206,19 @@ func TestConnectionCutsLoseNothing(t *testing.T) {
 	<-sendDone
 	require.Positive(t, unavailable, "some sends hit a cut")
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.UntilNil(t, 30*time.Second, func() error {
 		mu.Lock()
+		defer mu.Unlock()
 		missing := 0
 		for id := range sent {
 			if !got[id] {
 				missing++
 			}
 		}
-		mu.Unlock()
-		if missing == 0 {
-			break
+		if missing > 0 {
+			return fmt.Errorf("%d of %d messages not received", missing, len(sent))
 		}
-		require.False(t, time.Now().After(deadline), "%d of %d messages not received", missing, len(sent))
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	t.Logf("%d messages, %d failed send attempts", len(sent), unavailable)
 }

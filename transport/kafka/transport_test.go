@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/transport"
 )
@@ -40,15 +42,12 @@ func committed(t *testing.T, cfg Config, group, topic string) int64 {
 // want.
 func waitCommitted(t *testing.T, cfg Config, group, topic string, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for {
-		got := committed(t, cfg, group, topic)
-		if got == want {
-			return
+	testwait.UntilNil(t, waitLong, func() error {
+		if got := committed(t, cfg, group, topic); got != want {
+			return fmt.Errorf("committed offset %d, want %d", got, want)
 		}
-		require.False(t, time.Now().After(deadline), "committed offset %d, want %d", got, want)
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // sendN sends n messages to topic in one batch and returns them.
@@ -147,6 +146,7 @@ func TestRejectRedelivers(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.NumPartitions = 1
 	tr := newTransport(t, cfg)
+	passes := countCommitPasses(tr)
 	topic, group := uniqueName("rej.")+".ev", uniqueName("cap.queue.rej.")
 	c, err := tr.Subscribe(context.Background(), group, []string{topic})
 	require.NoError(t, err)
@@ -164,7 +164,7 @@ func TestRejectRedelivers(t *testing.T) {
 	d2 := receive(t, c, waitLong)
 	require.Equal(t, msgs[1].ID(), d2.Message().ID())
 	require.NoError(t, d2.Ack(context.Background()))
-	time.Sleep(3 * cfg.CommitInterval) // a commit would have happened
+	passes.wait(t, 2) // a commit of the ack would have happened
 	require.Equal(t, int64(0), committed(t, cfg, group, topic), "the watermark stays at the rejected message")
 	require.NoError(t, d1.Ack(context.Background()))
 	waitCommitted(t, cfg, group, topic, 2)
@@ -185,10 +185,11 @@ func TestRebalanceLosesNothing(t *testing.T) {
 	var (
 		mu      sync.Mutex
 		handled = map[string]int{}
+		byB     int // acks of B's deliveries
 		revoked int
 	)
 	done := make(chan struct{})
-	consume := func(c transport.Consumer) {
+	consume := func(c transport.Consumer, isB bool) {
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			d, err := c.Receive(ctx)
@@ -206,6 +207,8 @@ func TestRebalanceLosesNothing(t *testing.T) {
 			}
 			// Handled concurrently, acked out of order after a while.
 			go func() {
+				// Time, not an event: the handler's run time, random so
+				// that acks come out of order.
 				time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
 				err := d.Ack(context.Background())
 				mu.Lock()
@@ -216,12 +219,15 @@ func TestRebalanceLosesNothing(t *testing.T) {
 				}
 				require.NoError(t, err)
 				handled[d.Message().ID()]++
+				if isB {
+					byB++
+				}
 			}()
 		}
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); consume(cA) }()
+	go func() { defer wg.Done(); consume(cA, false) }()
 
 	all := make(map[string]bool)
 	send := func(k int) {
@@ -231,43 +237,43 @@ func TestRebalanceLosesNothing(t *testing.T) {
 		}
 	}
 	send(n / 3)
-	// B joins while A works: once A has acked some of them.
-	working := time.Now().Add(waitLong)
-	for {
+	acks := func() (all, ofB int) {
 		mu.Lock()
-		acked := len(handled)
-		mu.Unlock()
-		if acked > 0 {
-			break
-		}
-		require.False(t, time.Now().After(working), "A acked nothing")
-		time.Sleep(5 * time.Millisecond)
+		defer mu.Unlock()
+		return len(handled), byB
 	}
+	// B joins while A works: once A has acked some of them.
+	testwait.Until(t, waitLong, func() bool { all, _ := acks(); return all > 0 }, "A acked nothing")
 	cB, err := trB.Subscribe(context.Background(), group, []string{topic})
 	require.NoError(t, err)
 	wg.Add(1)
-	go func() { defer wg.Done(); consume(cB) }()
-	for range 4 {
+	go func() { defer wg.Done(); consume(cB, true) }()
+	// More batches while the group rebalances, each once acks went on
+	// after the one before, until B has joined and acked some.
+	for k := 0; ; k++ {
+		from, ofB := acks()
+		if k >= 4 && ofB > 0 {
+			break
+		}
+		require.Less(t, k, 100, "B acked nothing")
 		send(n / 6)
-		time.Sleep(100 * time.Millisecond)
+		testwait.Until(t, waitLong, func() bool { all, _ := acks(); return all > from }, "no acks after batch %d", k)
 	}
 
-	deadline := time.Now().Add(waitLong)
-	for {
+	testwait.UntilNil(t, waitLong, func() error {
 		mu.Lock()
+		defer mu.Unlock()
 		missing := 0
 		for id := range all {
 			if handled[id] == 0 {
 				missing++
 			}
 		}
-		mu.Unlock()
-		if missing == 0 {
-			break
+		if missing > 0 {
+			return fmt.Errorf("%d of %d messages never acked", missing, len(all))
 		}
-		require.False(t, time.Now().After(deadline), "%d of %d messages never acked", missing, len(all))
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	close(done)
 	require.NoError(t, cA.Close())
 	require.NoError(t, cB.Close())

@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/go-cap/cap"
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
 	"github.com/go-cap/cap/storage/memory"
@@ -120,16 +122,17 @@ func TestBusHandlesDotNetMessage(t *testing.T) {
 
 func eventuallyStatus(t *testing.T, bus *cap.Bus[*memory.Tx], topic string, want storage.Status) *storage.Record {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for {
+	var rec *storage.Record
+	testwait.UntilNil(t, waitLong, func() error {
 		recs, _, err := bus.Storage().List(context.Background(), storage.Received, storage.ListQuery{Name: topic})
 		require.NoError(t, err)
 		if len(recs) == 1 && recs[0].Status == want {
-			return recs[0]
+			rec = recs[0]
+			return nil
 		}
-		require.False(t, time.Now().After(deadline), "Received row not %s: %+v", want, recs)
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("Received row not %s: %+v", want, recs)
+	})
+	return rec
 }
 
 // bus.Publish sends what a .NET CAP consumer reads: CAP's headers, the JSON
@@ -233,15 +236,13 @@ func TestForeignMessageWithoutCustomHeadersIsFailedAndAcked(t *testing.T) {
 	eventuallyStatus(t, bus, topic, storage.StatusFailed)
 	cons, err := js.Consumer(context.Background(), stream, DurableName(group+".v1", topic))
 	require.NoError(t, err)
-	deadline := time.Now().Add(waitLong)
-	for {
+	testwait.UntilNil(t, waitLong, func() error {
 		info, err := cons.Info(context.Background())
 		require.NoError(t, err)
 		if info.NumAckPending == 0 && info.AckFloor.Consumer == 1 {
 			require.Zero(t, info.NumRedelivered)
-			break
+			return nil
 		}
-		require.False(t, time.Now().After(deadline), "the foreign message was not acked: %+v", info)
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("the foreign message was not acked: %+v", info)
+	})
 }

@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/go-cap/cap"
+	"github.com/go-cap/cap/internal/testwait"
 	"github.com/go-cap/cap/message"
 	"github.com/go-cap/cap/storage"
 	"github.com/go-cap/cap/storage/memory"
@@ -83,17 +85,15 @@ func TestBusHandlesDotNetMessage(t *testing.T) {
 	require.Equal(t, "03/23/2025 19:26:26", m.Headers[message.HeaderSentTime])
 
 	// The Received row reaches Succeeded.
-	deadline := time.Now().Add(waitLong)
-	for {
+	testwait.UntilNil(t, waitLong, func() error {
 		recs, _, err := bus.Storage().List(context.Background(), storage.Received, storage.ListQuery{Name: topic})
 		require.NoError(t, err)
 		if len(recs) == 1 && recs[0].Status == storage.StatusSucceeded {
 			require.Equal(t, group+".v1", recs[0].Group)
-			break
+			return nil
 		}
-		require.False(t, time.Now().After(deadline), "Received row not Succeeded: %+v", recs)
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("Received row not Succeeded: %+v", recs)
+	})
 }
 
 // bus.Publish sends what a .NET CAP consumer expects on its queue.
@@ -110,18 +110,13 @@ func TestBusPublishesForDotNet(t *testing.T) {
 	require.NoError(t, bus.Publish(context.Background(), topic, customerRecharged{CustomerID: 7, Amount: 1}))
 
 	var d amqp.Delivery
-	deadline := time.Now().Add(waitLong)
-	for {
+	testwait.Until(t, waitLong, func() bool {
 		var ok bool
 		var err error
 		d, ok, err = admin.Get(queue, true)
 		require.NoError(t, err)
-		if ok {
-			break
-		}
-		require.False(t, time.Now().After(deadline), "nothing published")
-		time.Sleep(10 * time.Millisecond)
-	}
+		return ok
+	}, "nothing published")
 	id, ok := d.Headers["cap-msg-id"].(string)
 	require.True(t, ok, "cap-msg-id is a string: %#v", d.Headers)
 	require.Equal(t, id, d.MessageId)
