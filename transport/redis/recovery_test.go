@@ -139,7 +139,7 @@ func TestServerRestartMidStream(t *testing.T) {
 				afterBack++
 				require.Less(t, afterBack, 1000, "Send still fails with Redis back: %v", err)
 			case <-time.After(waitLong):
-				t.Fatalf("Send failed with Redis up, and still fails: %v", err)
+				t.Fatalf("Redis was not started again within %v (Send: %v)", waitLong, err)
 			}
 		}
 	}
