@@ -392,10 +392,27 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 	for i, a := range batch {
 		recs[i] = a.rec
 	}
+	// The rows to run are this instance's from the moment they are
+	// committed: their leases are kept alive while the insert and the acks
+	// below take their time, so that a slow storage or broker cannot let a
+	// lease run out and another claim run a handler that this instance is
+	// about to run too.
+	tracked := make([]int64, len(batch)) // 0: not tracked
+	for i, a := range batch {
+		if a.sub != nil {
+			c.exec.track(a.rec.ID)
+			tracked[i] = a.rec.ID
+		}
+	}
 	inserted, err := c.cfg.Store.InsertReceivedBatch(ctx, recs)
 	var returned []bool // rows that could not be stored, when any
 	if err != nil {
 		if ctx.Err() != nil {
+			for _, id := range tracked {
+				if id != 0 {
+					c.exec.done([]int64{id})
+				}
+			}
 			for _, a := range batch {
 				a.span.End(ctx.Err())
 			}
@@ -420,14 +437,17 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 			inserted[i] = ok
 		}
 	}
-	// The rows to run are this instance's from now on: their leases are
-	// kept alive while the acks below take their time, so that a slow
-	// broker cannot let a lease run out and another instance run a handler
-	// that this one is about to run too.
+	// Untracked: the rows not stored, stored by another copy, or stored as
+	// Failed in their place.
+	var untrack []int64
 	for i, a := range batch {
-		if a.sub != nil && inserted[i] && (returned == nil || !returned[i]) {
-			c.exec.track(a.rec.ID)
+		run := a.sub != nil && a.rec.ID == tracked[i] && inserted[i] && (returned == nil || !returned[i])
+		if tracked[i] != 0 && !run {
+			untrack = append(untrack, tracked[i])
 		}
+	}
+	if len(untrack) > 0 {
+		c.exec.done(untrack)
 	}
 	// Acks first: a busy executor must not hold back the acks of the batch.
 	for i, a := range batch {
@@ -526,6 +546,11 @@ var errReturned = errors.New("cap: the storage could not take the message; retur
 // are stored already, and returns the others, to be stored first. A
 // delivery whose row exists, or whose message is already on its way here,
 // is acked and dropped.
+//
+// A delivery's key is claimed before the storage is asked: a copy whose
+// first is on its way fails the claim, and a copy that claims after the
+// first released its key (once its row was committed) finds that row. A
+// look-up made before the claim could miss a row committed in between.
 func (c *Consumers[TTx]) runDirect(ctx context.Context, group string, batch []*arrival[TTx]) []*arrival[TTx] {
 	checker, ok := c.cfg.Store.(storage.ReceivedChecker)
 	if !ok || c.cfg.StoreFirst {
@@ -533,34 +558,42 @@ func (c *Consumers[TTx]) runDirect(ctx context.Context, group string, batch []*a
 	}
 	var keys []storage.ReceivedKey
 	var idx []int
-	for i, a := range batch {
-		if a.sub != nil && !a.sub.Tx {
-			keys = append(keys, storage.ReceivedKey{MessageID: a.rec.MessageID, Group: a.rec.Group})
-			idx = append(idx, i)
-		}
-	}
-	if len(keys) == 0 {
-		return batch
-	}
-	exists, err := checker.ReceivedExists(ctx, keys)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.cfg.Logger.DebugContext(ctx, "cap: looking up received messages failed; storing them first",
-				"group", group, "messages", len(keys), "error", err)
-		}
-		return batch
-	}
 	direct := make([]bool, len(batch))
-	for n, i := range idx {
-		a := batch[i]
-		direct[i] = true
-		if exists[n] || !c.exec.claimKey(keys[n]) {
-			c.cfg.Logger.DebugContext(ctx, "cap: duplicate message dropped", "group", group, "name", a.rec.Name,
-				"id", a.msg.ID())
-			c.ackDelivery(ctx, group, a)
+	for i, a := range batch {
+		if a.sub == nil || a.sub.Tx {
 			continue
 		}
-		c.exec.SubmitDirect(ctx, a.rec, a.msg, a.sub, c.directOf(group, a, keys[n]))
+		direct[i] = true
+		k := storage.ReceivedKey{MessageID: a.rec.MessageID, Group: a.rec.Group}
+		if !c.exec.claimKey(k) {
+			c.dropDuplicate(ctx, group, a)
+			continue
+		}
+		keys = append(keys, k)
+		idx = append(idx, i)
+	}
+	if len(keys) > 0 {
+		exists, err := checker.ReceivedExists(ctx, keys)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.cfg.Logger.DebugContext(ctx, "cap: looking up received messages failed; storing them first",
+					"group", group, "messages", len(keys), "error", err)
+			}
+			for n, i := range idx {
+				c.exec.releaseKey(keys[n])
+				direct[i] = false
+			}
+		} else {
+			for n, i := range idx {
+				a := batch[i]
+				if exists[n] {
+					c.exec.releaseKey(keys[n])
+					c.dropDuplicate(ctx, group, a)
+					continue
+				}
+				c.exec.SubmitDirect(ctx, a.rec, a.msg, a.sub, c.directOf(group, a, keys[n]))
+			}
+		}
 	}
 	rest := batch[:0:0]
 	for i, a := range batch {
@@ -569,6 +602,14 @@ func (c *Consumers[TTx]) runDirect(ctx context.Context, group string, batch []*a
 		}
 	}
 	return rest
+}
+
+// dropDuplicate acks and drops a delivery whose message is stored already
+// or on its way in this instance.
+func (c *Consumers[TTx]) dropDuplicate(ctx context.Context, group string, a *arrival[TTx]) {
+	c.cfg.Logger.DebugContext(ctx, "cap: duplicate message dropped", "group", group, "name", a.rec.Name,
+		"id", a.msg.ID())
+	c.ackDelivery(ctx, group, a)
 }
 
 // directOf returns the ack and reject of a direct delivery.

@@ -37,6 +37,11 @@ type Executor[TTx any] struct {
 
 	mu       sync.Mutex
 	inflight map[int64]struct{}
+	// finished holds the rows that left inflight while a claim of due
+	// Received rows was on its way (nil when none is): a row whose lease
+	// lapsed while its handler ran can be claimed and then finish before
+	// the claim returns; it must not be run again.
+	finished map[int64]struct{}
 	// directKeys are the messages of direct deliveries not acked yet.
 	directKeys map[storage.ReceivedKey]struct{}
 	// leaseMu keeps lease extensions apart from outcome writes: an
@@ -154,8 +159,38 @@ func (e *Executor[TTx]) done(ids []int64) {
 	e.mu.Lock()
 	for _, id := range ids {
 		delete(e.inflight, id)
+		if e.finished != nil {
+			e.finished[id] = struct{}{}
+		}
 	}
 	e.mu.Unlock()
+}
+
+// claimDue claims due Received rows and returns those this instance does
+// not work on: a row it still runs (its lease lapsed, the claim renewed
+// it), or one that finished while the claim was on its way, is left out,
+// so that one message never runs twice side by side or again after its
+// outcome. A row left out stays claimed for a lease; whatever its outcome
+// made of it then stands. The rows returned are tracked.
+func (e *Executor[TTx]) claimDue(ctx context.Context, req storage.ClaimRequest) (fresh []*storage.Record, claimed int, err error) {
+	e.mu.Lock()
+	e.finished = map[int64]struct{}{}
+	e.mu.Unlock()
+	recs, err := e.cfg.Store.Claim(ctx, storage.Received, req)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	finished := e.finished
+	e.finished = nil
+	for _, r := range recs {
+		_, running := e.inflight[r.ID]
+		_, ended := finished[r.ID]
+		if running || ended {
+			continue
+		}
+		e.inflight[r.ID] = struct{}{}
+		fresh = append(fresh, r)
+	}
+	return fresh, len(recs), err
 }
 
 // keepLeases extends the lease of rows whose handlers still run, so a slow
@@ -214,7 +249,7 @@ func (e *Executor[TTx]) claimLoop(ctx context.Context, groups []string) {
 	limit := min(e.cfg.BatchSize, 2*e.cfg.Workers)
 	for {
 		for {
-			recs, err := e.cfg.Store.Claim(ctx, storage.Received, storage.ClaimRequest{
+			recs, n, err := e.claimDue(ctx, storage.ClaimRequest{
 				Version: e.cfg.Version, Limit: limit, Lease: e.cfg.Lease, Groups: groups})
 			if err != nil {
 				if ctx.Err() == nil {
@@ -225,7 +260,7 @@ func (e *Executor[TTx]) claimLoop(ctx context.Context, groups []string) {
 			for _, r := range recs {
 				e.resume(ctx, r)
 			}
-			if len(recs) < limit || ctx.Err() != nil {
+			if n < limit || ctx.Err() != nil {
 				break
 			}
 		}
@@ -238,16 +273,8 @@ func (e *Executor[TTx]) claimLoop(ctx context.Context, groups []string) {
 	}
 }
 
-// resume queues a claimed Received row again.
+// resume queues a claimed Received row again (claimDue tracked it).
 func (e *Executor[TTx]) resume(ctx context.Context, rec *storage.Record) {
-	e.mu.Lock()
-	_, running := e.inflight[rec.ID]
-	e.mu.Unlock()
-	if running {
-		// Its lease lapsed while this instance still works on it (the claim
-		// just renewed it): never run one message twice side by side.
-		return
-	}
 	msg, err := message.DecodeContent(rec.Content)
 	if err != nil {
 		e.finalFail(ctx, job[TTx]{rec: rec, msg: &message.Message{Headers: message.Headers{}}}, excDecode, err)
