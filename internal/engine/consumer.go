@@ -397,22 +397,18 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 	// below take their time, so that a slow storage or broker cannot let a
 	// lease run out and another claim run a handler that this instance is
 	// about to run too.
-	tracked := make([]int64, len(batch)) // 0: not tracked
-	for i, a := range batch {
+	var tracked []int64
+	for _, a := range batch {
 		if a.sub != nil {
-			c.exec.track(a.rec.ID)
-			tracked[i] = a.rec.ID
+			tracked = append(tracked, a.rec.ID)
 		}
 	}
+	c.exec.track(tracked...)
 	inserted, err := c.cfg.Store.InsertReceivedBatch(ctx, recs)
 	var returned []bool // rows that could not be stored, when any
 	if err != nil {
 		if ctx.Err() != nil {
-			for _, id := range tracked {
-				if id != 0 {
-					c.exec.done([]int64{id})
-				}
-			}
+			c.exec.done(tracked)
 			for _, a := range batch {
 				a.span.End(ctx.Err())
 			}
@@ -437,18 +433,15 @@ func (c *Consumers[TTx]) store(ctx context.Context, group string, batch []*arriv
 			inserted[i] = ok
 		}
 	}
-	// Untracked: the rows not stored, stored by another copy, or stored as
-	// Failed in their place.
+	// The rows that do not run are untracked: not stored, stored by
+	// another copy, or stored as Failed in their place (storeRefused).
 	var untrack []int64
 	for i, a := range batch {
-		run := a.sub != nil && a.rec.ID == tracked[i] && inserted[i] && (returned == nil || !returned[i])
-		if tracked[i] != 0 && !run {
-			untrack = append(untrack, tracked[i])
+		if a.rec != recs[i] || (a.sub != nil && (!inserted[i] || (returned != nil && returned[i]))) {
+			untrack = append(untrack, recs[i].ID)
 		}
 	}
-	if len(untrack) > 0 {
-		c.exec.done(untrack)
-	}
+	c.exec.done(untrack)
 	// Acks first: a busy executor must not hold back the acks of the batch.
 	for i, a := range batch {
 		if returned != nil && returned[i] {

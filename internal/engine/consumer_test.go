@@ -183,16 +183,17 @@ func (d slowAckDelivery) Ack(ctx context.Context) error {
 	return d.Delivery.Ack(ctx)
 }
 
-// watchedStore calls onClaim after each Claim of Received rows.
+// watchedStore calls onClaim with the rows of each Claim of Received
+// rows, before the Claim returns.
 type watchedStore struct {
 	*memstore.Storage
-	onClaim func(n int)
+	onClaim func(recs []*storage.Record)
 }
 
 func (s *watchedStore) Claim(ctx context.Context, t storage.Table, req storage.ClaimRequest) ([]*storage.Record, error) {
 	recs, err := s.Storage.Claim(ctx, t, req)
 	if t == storage.Received && err == nil {
-		s.onClaim(len(recs))
+		s.onClaim(recs)
 	}
 	return recs, err
 }
@@ -257,13 +258,13 @@ func TestSlowAcksKeepLeases(t *testing.T) {
 	var stored atomic.Int64 // unix nanos of the first claim after a row was stored
 	var tries atomic.Int32
 	var taken atomic.Int64 // rows B claimed while the acks were held
-	watched := &watchedStore{Storage: mem, onClaim: func(n int) {
+	watched := &watchedStore{Storage: mem, onClaim: func(recs []*storage.Record) {
 		select {
 		case <-release:
 			return // the acks go through: B's later claims are not the test's
 		default:
 		}
-		taken.Add(int64(n))
+		taken.Add(int64(len(recs)))
 		_, total, err := mem.List(context.Background(), storage.Received, storage.ListQuery{})
 		if err != nil || total == 0 {
 			return

@@ -149,13 +149,23 @@ func (e *Executor[TTx]) Stop(ctx context.Context) error {
 // Wait blocks until the workers and the writer have ended.
 func (e *Executor[TTx]) Wait() { e.wg.Wait() }
 
-func (e *Executor[TTx]) track(id int64) {
+// track marks rows as worked on by this instance: the lease keeper extends
+// them, and the claimer leaves them out.
+func (e *Executor[TTx]) track(ids ...int64) {
+	if len(ids) == 0 {
+		return
+	}
 	e.mu.Lock()
-	e.inflight[id] = struct{}{}
+	for _, id := range ids {
+		e.inflight[id] = struct{}{}
+	}
 	e.mu.Unlock()
 }
 
 func (e *Executor[TTx]) done(ids []int64) {
+	if len(ids) == 0 {
+		return
+	}
 	e.mu.Lock()
 	for _, id := range ids {
 		delete(e.inflight, id)

@@ -20,12 +20,11 @@ import (
 )
 
 // lapsingStore lets the leases of Received rows lapse (its extensions do
-// nothing, as on a storage too slow to keep up) and runs duringClaim
-// between a Claim of Received rows and its return.
+// nothing, as on a storage too slow to keep up) and reports the outcomes
+// of Received rows once written.
 type lapsingStore struct {
-	*memstore.Storage
-	duringClaim func(recs []*storage.Record)
-	outcomes    chan []storage.Outcome // every outcome of Received rows, once written
+	*watchedStore
+	outcomes chan []storage.Outcome
 }
 
 func (s *lapsingStore) Reschedule(ctx context.Context, t storage.Table, ids []int64, in time.Duration) error {
@@ -33,14 +32,6 @@ func (s *lapsingStore) Reschedule(ctx context.Context, t storage.Table, ids []in
 		return nil
 	}
 	return s.Storage.Reschedule(ctx, t, ids, in)
-}
-
-func (s *lapsingStore) Claim(ctx context.Context, t storage.Table, req storage.ClaimRequest) ([]*storage.Record, error) {
-	recs, err := s.Storage.Claim(ctx, t, req)
-	if t == storage.Received && err == nil {
-		s.duringClaim(recs)
-	}
-	return recs, err
 }
 
 func (s *lapsingStore) SetOutcomes(ctx context.Context, t storage.Table, outs []storage.Outcome) error {
@@ -73,7 +64,8 @@ func TestRowFinishingDuringItsClaimRunsOnce(t *testing.T) {
 		return nil, nil
 	}})
 
-	store := &lapsingStore{Storage: memstore.New(), outcomes: make(chan []storage.Outcome, 10)}
+	store := &lapsingStore{watchedStore: &watchedStore{Storage: memstore.New()},
+		outcomes: make(chan []storage.Outcome, 10)}
 	rec := &storage.Record{ID: ids.Next(), Version: "v1", Name: "t", Group: "g", MessageID: "m-1",
 		Status: storage.StatusScheduled}
 	rec.Content, err = message.EncodeContent(testMessages("m-", 1)[0])
@@ -94,7 +86,7 @@ func TestRowFinishingDuringItsClaimRunsOnce(t *testing.T) {
 		settled = make(chan struct{})
 	)
 	var exec *Executor[*memstore.Tx]
-	store.duringClaim = func(recs []*storage.Record) {
+	store.onClaim = func(recs []*storage.Record) {
 		mu.Lock()
 		defer mu.Unlock()
 		claims++
