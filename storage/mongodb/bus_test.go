@@ -40,12 +40,13 @@ func TestBus(t *testing.T) {
 		h.Timeout = 2 * time.Minute
 		// Its SQLite handler updates a document by reading it and then
 		// writing it, outside one transaction: of two updates of one
-		// document that race, one is lost. With the suite's 900 ms lease,
-		// claims (seconds long here) took rows whose leases had lapsed
-		// while their handlers ran, and such a claim overwrote the
-		// Succeeded outcome written meanwhile: the row came back and ran
-		// again. A lease no claim outlasts keeps them apart, as it does on
-		// MongoDB, whose updates of one document are atomic.
+		// document that race, one is lost. With the suite's short leases
+		// (900 ms, 2 s), claims (seconds long here) took rows whose leases
+		// had lapsed while they were handled or sent, and such a claim
+		// overwrote the Succeeded outcome written meanwhile: the row came
+		// back, and its handler ran again or two instances sent it. A
+		// lease no claim outlasts keeps them apart, as it is on MongoDB,
+		// whose updates of one document are atomic.
 		h.Lease = 10 * time.Second
 	}
 	storagetest.RunBus(t, h)

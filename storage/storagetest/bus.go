@@ -56,14 +56,23 @@ type BusHarness[TTx any] struct {
 	// Messages is the number of messages ExactlyOncePerGroup publishes
 	// (0: 5,000), for a storage too slow for that many in a test.
 	Messages int
-	// Lease is the bus's lease in ExactlyOncePerGroup (0: 900 ms, short so
-	// that lease renewals run many times), for a storage whose claims and
-	// renewals take longer than a fraction of that.
+	// Lease is the buses' lease in ExactlyOncePerGroup and ThreeInstances
+	// (0: 900 ms and 2 s, short so that renewals and takeovers run many
+	// times), for a storage whose claims, renewals and outcome updates
+	// take longer than a fraction of that.
 	Lease time.Duration
 	// Timeout bounds each wait of the subtests for messages to be handled
 	// and rows to settle (0: 30 s, 60 s for the handling of
 	// ExactlyOncePerGroup's messages).
 	Timeout time.Duration
+}
+
+// lease returns the harness's Lease, or d when it has none.
+func (h BusHarness[TTx]) lease(d time.Duration) time.Duration {
+	if h.Lease > 0 {
+		return h.Lease
+	}
+	return d
 }
 
 // wait returns the harness's Timeout, or d when it has none.
@@ -205,10 +214,11 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// testBusExactlyOnce: 5,000 messages published by 16 goroutines in
+// testBusExactlyOnce: h.Messages messages published by 16 goroutines in
 // business transactions, one in ten rolled back, half through InTx and half
 // with a plain commit the bus does not see, are each handled exactly once
-// by each of two groups; the rolled back ones never.
+// by each of two groups; the rolled back ones never. Without transactions,
+// they are published with Publish, one in ten not at all.
 func testBusExactlyOnce[TTx any](t *testing.T, h BusHarness[TTx]) {
 	const writers = 16
 	total := h.Messages
@@ -218,11 +228,7 @@ func testBusExactlyOnce[TTx any](t *testing.T, h BusHarness[TTx]) {
 	t.Cleanup(func() { _ = tr.Close() })
 	// A short lease, so lease renewals run many times during the test: a
 	// renewal must never make a finished row due again.
-	lease := 900 * time.Millisecond
-	if h.Lease > 0 {
-		lease = h.Lease
-	}
-	bus, err := cap.New(store, tr, busOptions(cap.Options{PollInterval: h.PollInterval, Lease: lease}))
+	bus, err := cap.New(store, tr, busOptions(cap.Options{PollInterval: h.PollInterval, Lease: h.lease(900 * time.Millisecond)}))
 	require.NoError(t, err)
 	counts := newHandled()
 	for _, g := range []string{"billing", "shipping"} {
@@ -435,7 +441,7 @@ func testBusPlainCommitIsPrompt[TTx any](t *testing.T, h BusHarness[TTx]) {
 // No row is sent twice while all are healthy; when one is stopped abruptly
 // while holding claimed rows, the others send them after its lease.
 func testBusThreeInstances[TTx any](t *testing.T, h BusHarness[TTx]) {
-	const lease = 2 * time.Second
+	lease := h.lease(2 * time.Second)
 	ctx := context.Background()
 	first, another := h.New(t)
 	broker := memtr.New()
