@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -403,4 +404,14 @@ func NewBus[TTx any](c *Config, store storage.Storage[TTx], tr transport.Transpo
 		ShutdownTimeout: 5 * time.Second,
 		Logger:          log,
 	})
+}
+
+// LogLevel is the level of the programs' logs: Info, or Debug when
+// CAP_FAULT_LOG=debug (the programs inherit the harness's environment), to
+// see, for instance, a Kafka consumer's group generations.
+func LogLevel() slog.Level {
+	if os.Getenv("CAP_FAULT_LOG") == "debug" {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }

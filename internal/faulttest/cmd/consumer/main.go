@@ -30,7 +30,7 @@ func main() {
 	var cfg faulttest.Config
 	cfg.Flags(flag.CommandLine)
 	flag.Parse()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: faulttest.LogLevel()})).
 		With("program", "consumer", "instance", cfg.Instance)
 	if err := cfg.Check(); err != nil {
 		log.Error("bad configuration", "error", err)

@@ -43,7 +43,7 @@ func main() {
 	flag.Float64Var(&rate, "rate", 100, "orders per second, across writers")
 	flag.IntVar(&writers, "writers", 4, "concurrent business transactions")
 	flag.Parse()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: faulttest.LogLevel()})).
 		With("program", "producer", "instance", cfg.Instance)
 	if err := cfg.Check(); err != nil {
 		log.Error("bad configuration", "error", err)
